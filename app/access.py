@@ -1,0 +1,62 @@
+"""Who is calling and what they may touch: maps the key store's answers to OpenAI errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from app.catalog import Catalog, ModelInfo
+from app.errors import AuthenticationError, GatewayError, NotFoundError, PermissionDeniedError
+from keys import AuthRejected, KeyCache, KeyRecord, Rejection
+
+__all__ = ["authenticate", "model_not_found", "resolve_model"]
+
+INVALID_KEY_MESSAGE = (
+    "Incorrect API key provided. Pass a poolgate key as 'Authorization: Bearer <key>'; "
+    "your poolgate admin can issue one."
+)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    auth = headers.get("authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    return (headers.get("x-api-key") or "").strip()
+
+
+def authenticate(headers: Mapping[str, str], cache: KeyCache, now: float | None = None) -> KeyRecord:
+    try:
+        return cache.authenticate(bearer_token(headers), time.time() if now is None else now)
+    except AuthRejected as exc:
+        raise _rejection_error(exc) from None
+
+
+def _rejection_error(exc: AuthRejected) -> GatewayError:
+    if exc.reason is Rejection.EXPIRED:
+        return AuthenticationError(
+            "This API key has expired. Ask your poolgate admin for a new one.", code="api_key_expired"
+        )
+    if exc.reason is Rejection.DISABLED:
+        return PermissionDeniedError(
+            "This API key is disabled. Ask your poolgate admin to enable it.", code="api_key_disabled"
+        )
+    return AuthenticationError(INVALID_KEY_MESSAGE)
+
+
+def model_not_found(name: str) -> NotFoundError:
+    return NotFoundError(
+        f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model"
+    )
+
+
+def resolve_model(catalog: Catalog, key: KeyRecord, name: str) -> ModelInfo:
+    """The canonical model a name stands for, if this key may call it."""
+    model = catalog.resolve(name)
+    if model is None:
+        raise model_not_found(name)
+    if not key.policy.allows_model(model.names):
+        raise PermissionDeniedError(
+            f"This API key may not use the model '{name}'.", code="model_not_allowed", param="model"
+        )
+    return model

@@ -1,0 +1,98 @@
+"""The shape of one catalog entry, validated when the catalog is built, never per request."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from keys import EFFORTS, MODALITIES, VERBOSITIES
+
+__all__ = ["ENDPOINTS", "CatalogError", "ModelInfo", "Pricing", "ReasoningLevel"]
+
+Endpoint = Literal["chat_completions", "responses", "embeddings"]
+ENDPOINTS: tuple[str, ...] = ("chat_completions", "responses", "embeddings")
+
+
+class CatalogError(ValueError):
+    """The catalog (bundled or operator file) cannot be used; the message says where and why."""
+
+
+class ReasoningLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    effort: str
+    description: str = ""
+
+
+class Pricing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """USD per one million tokens."""
+
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    provider: str = "openai"
+    owned_by: str = ""
+    created: int = 0
+    aliases: tuple[str, ...] = ()
+    display_name: str = ""
+    description: str = ""
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    input_modalities: tuple[str, ...] = ("text",)
+    output_modalities: tuple[str, ...] = ("text",)
+    supported_reasoning_levels: tuple[ReasoningLevel, ...] = ()
+    default_reasoning_level: str | None = None
+    supports_reasoning_summaries: bool = False
+    support_verbosity: bool = False
+    default_verbosity: str | None = None
+    prefer_websockets: bool = False
+    supports_parallel_tool_calls: bool = False
+    available_in_api: bool = True
+    minimal_client_version: str | None = None
+    priority: int = 0
+    supported_endpoints: tuple[Endpoint, ...] = ("chat_completions", "responses")
+    pricing: Pricing | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.id, *self.aliases)
+
+    def check(self) -> ModelInfo:
+        """Cross-field rules msgspec's types cannot say; returns a normalised copy."""
+        where = f"model {self.id!r}"
+        if not self.id or self.id != self.id.strip() or any(c.isspace() for c in self.id):
+            raise CatalogError(f"{where}: id must be a non-empty string without spaces")
+        efforts = [level.effort for level in self.supported_reasoning_levels]
+        unknown = [e for e in efforts if e not in EFFORTS]
+        if unknown:
+            raise CatalogError(f"{where}: unknown reasoning effort {unknown[0]!r} (expected {', '.join(EFFORTS)})")
+        if len(set(efforts)) != len(efforts):
+            raise CatalogError(f"{where}: a reasoning effort is listed twice")
+        if self.default_reasoning_level is not None and self.default_reasoning_level not in efforts:
+            raise CatalogError(f"{where}: default_reasoning_level {self.default_reasoning_level!r} is not listed")
+        if self.default_verbosity is not None and self.default_verbosity not in VERBOSITIES:
+            raise CatalogError(f"{where}: default_verbosity must be one of {', '.join(VERBOSITIES)}")
+        for modality in (*self.input_modalities, *self.output_modalities):
+            if modality not in MODALITIES:
+                raise CatalogError(f"{where}: unknown modality {modality!r} (expected {', '.join(MODALITIES)})")
+        for field_name in ("context_window", "max_output_tokens"):
+            value = getattr(self, field_name)
+            if value is not None and value < 0:
+                raise CatalogError(f"{where}: {field_name} must not be negative")
+        if self.minimal_client_version is not None and not _is_version(self.minimal_client_version):
+            raise CatalogError(f"{where}: minimal_client_version must look like 1.2.3")
+        return msgspec.structs.replace(
+            self,
+            owned_by=self.owned_by or self.provider,
+            display_name=self.display_name or self.id,
+            default_verbosity=self.default_verbosity if self.support_verbosity else None,
+        )
+
+
+def _is_version(value: str) -> bool:
+    parts = value.split(".")
+    return 1 <= len(parts) <= 4 and all(p.isdigit() for p in parts)

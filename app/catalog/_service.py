@@ -1,0 +1,68 @@
+"""The live catalog: built at start, rebuilt when the operator file changes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from app.catalog._loader import Catalog, build_catalog, load_bundled, read_operator_file
+from app.catalog._model import CatalogError
+from app.catalog._view import ModelView, ViewCache
+from keys import Policy
+
+__all__ = ["CatalogService"]
+
+log = logging.getLogger("poolgate.catalog")
+
+
+class CatalogService:
+    def __init__(self, catalog_file: Path | None) -> None:
+        self._file = catalog_file
+        self._bundled: list[dict[str, Any]] = load_bundled()
+        self._stamp: tuple[int, int] | None = None
+        self._views = ViewCache()
+        self.last_error: str | None = None
+        self.catalog: Catalog = self._build()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self._file is None:
+            return None
+        try:
+            st = os.stat(self._file)
+        except OSError:
+            return (-1, -1)
+        return (st.st_mtime_ns, st.st_size)
+
+    def _build(self, previous: Catalog | None = None) -> Catalog:
+        """Raises CatalogError when the operator file is missing or invalid."""
+        self._stamp = self._file_stamp()
+        if self._file is None:
+            return build_catalog(self._bundled, previous=previous)
+        operator = read_operator_file(self._file)
+        created = int(self._stamp[0] // 1_000_000_000) if self._stamp else 0
+        return build_catalog(
+            self._bundled, operator, source=str(self._file), created_default=created, previous=previous
+        )
+
+    def reload_if_changed(self) -> bool:
+        """Rebuild when the file changed; on error keep serving the old catalog and log why."""
+        if self._file is None or self._file_stamp() == self._stamp:
+            return False
+        try:
+            catalog = self._build(self.catalog)
+        except CatalogError as exc:
+            if str(exc) != self.last_error:
+                log.error("catalog file rejected, still serving version %s: %s", self.catalog.version, exc)
+            self.last_error = str(exc)
+            return False
+        self.last_error = None
+        changed = catalog is not self.catalog
+        if changed:
+            log.info("catalog reloaded: version %s, %d models", catalog.version, len(catalog.models))
+        self.catalog = catalog
+        return changed
+
+    def view(self, policy: Policy, endpoint: str | None = None, provider: str | None = None) -> ModelView:
+        return self._views.get(self.catalog, policy, endpoint, provider)

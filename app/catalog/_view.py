@@ -1,0 +1,201 @@
+"""A key's view of the catalog: filtered to what it may call, trimmed to what it may use,
+ordered by its priority rules, and rendered to bytes once per (policy, catalog, filter).
+
+The list body is cached as a prefix that ends just before the value of
+``catalog_age_seconds``; a request appends the age and the closing brace. The ETag
+covers the prefix, so it changes exactly when the view's content does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from app.catalog._loader import Catalog
+from app.catalog._model import ModelInfo
+from keys import EFFORTS, VERBOSITIES, Policy
+
+__all__ = [
+    "ModelView",
+    "PageTokenError",
+    "ViewCache",
+    "build_view",
+    "make_page_token",
+    "read_page_token",
+    "trim_model",
+]
+
+_encode = msgspec.json.encode
+_ALWAYS_OUTPUT = frozenset({"text", "embedding"})
+
+
+class PageTokenError(ValueError):
+    """A page token that is forged, from another key or filter, or from an older catalog."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    ids: tuple[str, ...]
+    items: tuple[bytes, ...]
+    index: dict[str, int]
+    prefix: bytes
+    etag: str
+    catalog_version: str
+    filter_tag: str
+
+    def page(self, offset: int, size: int) -> tuple[tuple[bytes, ...], bool]:
+        chunk = self.items[offset : offset + size]
+        return chunk, offset + size < len(self.items)
+
+
+def _nearest(wanted: str | None, allowed: list[str], order: tuple[str, ...]) -> str | None:
+    """The allowed value closest to ``wanted``: the highest not above it, else the lowest."""
+    if not allowed:
+        return None
+    if wanted in allowed:
+        return wanted
+    rank = {value: i for i, value in enumerate(order)}
+    target = rank.get(wanted or "", len(order) // 2)
+    below = [v for v in allowed if rank.get(v, 0) <= target]
+    return max(below, key=lambda v: rank.get(v, 0)) if below else min(allowed, key=lambda v: rank.get(v, 0))
+
+
+def trim_model(model: ModelInfo, policy: Policy) -> dict[str, Any] | None:
+    """The model's metadata as this key may use it, or None when the key cannot use it at all."""
+    levels = list(model.supported_reasoning_levels)
+    default_level = model.default_reasoning_level
+    if policy.allowed_reasoning_efforts is not None and levels:
+        levels = [lv for lv in levels if lv.effort in policy.allowed_reasoning_efforts]
+        if not levels:
+            return None
+        default_level = _nearest(default_level, [lv.effort for lv in levels], EFFORTS)
+
+    inputs = list(model.input_modalities)
+    outputs = list(model.output_modalities)
+    if policy.allowed_modalities is not None:
+        allowed = policy.allowed_modalities
+        inputs = [m for m in inputs if m in allowed]
+        outputs = [m for m in outputs if m in allowed or m in _ALWAYS_OUTPUT]
+        if not inputs or not outputs:
+            return None
+
+    support_verbosity = model.support_verbosity
+    verbosities = list(VERBOSITIES) if support_verbosity else []
+    default_verbosity = model.default_verbosity
+    if support_verbosity and policy.allowed_verbosities is not None:
+        verbosities = [v for v in VERBOSITIES if v in policy.allowed_verbosities]
+        support_verbosity = bool(verbosities)
+        default_verbosity = _nearest(default_verbosity, verbosities, VERBOSITIES)
+
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "metadata": {
+            "display_name": model.display_name,
+            "description": model.description,
+            "provider": model.provider,
+            "aliases": list(model.aliases),
+            "context_window": model.context_window,
+            "max_output_tokens": model.max_output_tokens,
+            "input_modalities": inputs,
+            "output_modalities": outputs,
+            "supported_reasoning_levels": [{"effort": lv.effort, "description": lv.description} for lv in levels],
+            "default_reasoning_level": default_level,
+            "supports_reasoning_summaries": model.supports_reasoning_summaries,
+            "support_verbosity": support_verbosity,
+            "verbosity_levels": verbosities,
+            "default_verbosity": default_verbosity if support_verbosity else None,
+            "prefer_websockets": model.prefer_websockets,
+            "supports_parallel_tool_calls": model.supports_parallel_tool_calls,
+            "available_in_api": model.available_in_api,
+            "minimal_client_version": model.minimal_client_version,
+            "priority": model.priority,
+            "supported_endpoints": list(model.supported_endpoints),
+        },
+        "pricing": msgspec.to_builtins(model.pricing) if model.pricing is not None else None,
+    }
+
+
+def build_view(catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None) -> ModelView:
+    candidates = []
+    for model in catalog.models:
+        if endpoint is not None and endpoint not in model.supported_endpoints:
+            continue
+        if provider is not None and model.provider.lower() != provider:
+            continue
+        if not policy.allows_model(model.names):
+            continue
+        item = trim_model(model, policy)
+        if item is not None:
+            candidates.append((policy.rank(model.names), -model.priority, model.id, item))
+    candidates.sort(key=lambda c: c[:3])
+    ids = tuple(c[2] for c in candidates)
+    items = tuple(_encode(c[3]) for c in candidates)
+    prefix = (
+        b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":false,"catalog_version":'
+        + _encode(catalog.version) + b',"catalog_age_seconds":'
+    )
+    filter_tag = f"{policy.view_fingerprint}:{endpoint or ''}:{provider or ''}"
+    return ModelView(
+        ids=ids,
+        items=items,
+        index={model_id: i for i, model_id in enumerate(ids)},
+        prefix=prefix,
+        etag='"' + hashlib.sha256(prefix).hexdigest()[:32] + '"',
+        catalog_version=catalog.version,
+        filter_tag=filter_tag,
+    )
+
+
+def make_page_token(view: ModelView, offset: int, signing_key: str) -> str:
+    payload = f"{view.catalog_version}|{view.filter_tag}|{offset}".encode()
+    mac = hmac.new(signing_key.encode(), payload, hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(payload + b"|" + mac).decode().rstrip("=")
+
+
+def read_page_token(token: str, view: ModelView, signing_key: str) -> int:
+    """The offset a token stands for; raises PageTokenError for any token not made for this view."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload, mac = raw[:-13], raw[-12:]
+        if raw[-13:-12] != b"|":
+            raise ValueError
+        version, tag, offset_text = payload.decode().rsplit("|", 2)
+        offset = int(offset_text)
+    except (ValueError, UnicodeDecodeError):
+        raise PageTokenError("page_token is not valid") from None
+    expected = hmac.new(signing_key.encode(), payload, hashlib.sha256).digest()[:12]
+    if not hmac.compare_digest(mac, expected) or tag != view.filter_tag or offset < 0:
+        raise PageTokenError("page_token is not valid for this key and filter")
+    if version != view.catalog_version:
+        raise PageTokenError("page_token is stale: the model catalog changed; list again from the first page")
+    return offset
+
+
+class ViewCache:
+    """Bounded LRU of rendered views; a new catalog version simply stops hitting old entries."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[tuple[str, str, str | None, str | None], ModelView] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None) -> ModelView:
+        key = (policy.view_fingerprint, catalog.version, endpoint, provider)
+        entries = self._entries
+        view = entries.get(key)
+        if view is not None:
+            entries.move_to_end(key)
+            return view
+        view = build_view(catalog, policy, endpoint, provider)
+        entries[key] = view
+        if len(entries) > self._max:
+            entries.popitem(last=False)
+        return view

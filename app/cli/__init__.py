@@ -1,0 +1,99 @@
+"""The ``poolgate`` command: serve, keys, models, db. Reuses the service layer; nothing imports it."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from app.cli._common import CliError, emit_json, err_console, settings
+from app.cli._keys import keys_app
+from app.cli._models import models_app
+
+__all__ = ["cli", "main"]
+
+cli = typer.Typer(
+    help="poolgate: an OpenAI-compatible gateway sharing a pool of upstream accounts through per-person keys.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cli.add_typer(keys_app, name="keys")
+cli.add_typer(models_app, name="models")
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+cli.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Migrate the database to the newest schema (also done by `serve`)."""
+    from app.db import upgrade
+
+    config = settings()
+    upgrade(config)
+    if as_json:
+        emit_json({"status": "ok", "database": _safe_url(config.database_url)})
+    else:
+        err_console.print(f"database is up to date: {_safe_url(config.database_url)}", highlight=False)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env POOLGATE_HOST, default 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env POOLGATE_PORT, default 8080].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [env POOLGATE_WORKERS, default 1].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Log the start-up line as JSON.")] = False,
+) -> None:
+    """Migrate the database, then serve the gateway."""
+    import uvicorn
+
+    from app.db import ensure_data_dir, upgrade
+
+    config = settings().with_overrides(
+        **{k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    )
+    if config.workers > 1 and config.limits_url.startswith("memory://"):
+        raise CliError(
+            "several workers cannot share memory:// limits: set POOLGATE_LIMITS_URL=redis://host:6379/0 "
+            "or run one worker"
+        )
+    ensure_data_dir(config)
+    upgrade(config)
+    line = {"event": "listening", "url": f"http://{config.host}:{config.port}",
+            "database": _safe_url(config.database_url)}
+    if as_json:
+        emit_json(line)
+    else:
+        err_console.print(f"poolgate listening on {line['url']} (database {line['database']})", highlight=False)
+    uvicorn.run(
+        "app.server:create_app_from_env",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=config.log_level,
+        access_log=False,
+        server_header=False,
+        env_file=None,
+    )
+
+
+def _safe_url(url: str) -> str:
+    from app.settings import _redact
+
+    return _redact(url)
+
+
+def main() -> None:
+    from app.catalog import CatalogError
+    from app.settings import SettingsError
+    from keys import PolicyError, StoreError
+
+    try:
+        cli()
+    except (CliError, StoreError, PolicyError, SettingsError, CatalogError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

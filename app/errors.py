@@ -1,0 +1,155 @@
+"""One error hierarchy, rendered by one handler into the OpenAI error envelope.
+
+Handlers and services raise :class:`GatewayError` subclasses; :func:`error_response`
+turns any of them (and the framework's own HTTP errors) into
+``{"error": {"message", "type", "param", "code"}}`` with the right status and headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+__all__ = [
+    "AuthenticationError",
+    "GatewayError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "error_body",
+    "error_response",
+    "exception_handler",
+]
+
+log = logging.getLogger("poolgate.errors")
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class GatewayError(Exception):
+    """Base of every error a client may see; carries the envelope's fields."""
+
+    status_code: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class AuthenticationError(GatewayError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFoundError(GatewayError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class InvalidRequestError(GatewayError):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class RateLimitError(GatewayError):
+    """A 429; always carries ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        wait = max(retry_after, 0.001)
+        merged = dict(headers or {})
+        merged["retry-after"] = str(max(1, math.ceil(wait)))
+        merged["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        super().__init__(message, code=code, headers=merged)
+        self.retry_after = wait
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return _ENCODER.encode({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def error_response(exc: GatewayError, extra_headers: Mapping[str, str] | None = None) -> Response[bytes]:
+    headers = dict(extra_headers or {})
+    headers.update(exc.headers)
+    return Response(
+        content=error_body(exc.message, exc.type, exc.code, exc.param),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+_HTTP_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def exception_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+    """The single place where exceptions become responses."""
+    key_headers = request.scope.get("state", {}).get("ratelimit_headers")
+    if isinstance(exc, GatewayError):
+        return error_response(exc, key_headers)
+    if isinstance(exc, NotFoundException):
+        message = f"Unknown request URL: {request.method} {request.url.path}."
+        return error_response(NotFoundError(message, code="unknown_url"), key_headers)
+    if isinstance(exc, ValidationException):
+        return error_response(InvalidRequestError(_validation_message(exc)), key_headers)
+    if isinstance(exc, HTTPException):
+        type_, code = _HTTP_TYPES.get(exc.status_code, ("server_error", "internal_error"))
+        error = GatewayError(exc.detail or "Request failed.", code=code)
+        error.status_code, error.type = exc.status_code, type_
+        return error_response(error, {**(exc.headers or {}), **(key_headers or {})})
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(GatewayError("The server had an error while processing your request."))
+
+
+def _validation_message(exc: ValidationException) -> str:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if isinstance(item, dict) and item.get("message"):
+            return f"Invalid value for {item.get('key', 'parameter')}: {item['message']}"
+    return exc.detail or "Invalid request."

@@ -1,0 +1,108 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the calling key's view of the catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import msgspec
+from litestar import Request, Response, get
+
+from app.access import authenticate, model_not_found
+from app.catalog import ENDPOINTS, PageTokenError, make_page_token, read_page_token
+from app.errors import InvalidRequestError, PermissionDeniedError
+from app.services import Services
+from keys import KeyRecord
+
+__all__ = ["list_models", "retrieve_model"]
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+_CACHE_CONTROL = "private, no-cache"
+
+
+async def _authorize(request: Request[object, object, object], services: Services) -> tuple[KeyRecord, dict[str, str]]:
+    """The calling key and its rate-limit headers; the headers also go on any error that follows."""
+    key = authenticate(request.headers, services.keys)
+    headers = await services.quota.take_request(key)
+    request.scope["state"]["ratelimit_headers"] = headers
+    return key, headers
+
+
+def _not_modified(request: Request[object, object, object], etag: str) -> bool:
+    wanted = request.headers.get("if-none-match")
+    if not wanted:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
+    return etag in tags or "*" in tags
+
+
+def _query(request: Request[object, object, object]) -> tuple[str | None, str | None, int | None, str | None]:
+    query = request.query_params
+    endpoint = query.get("endpoint") or None
+    if endpoint is not None and endpoint not in ENDPOINTS:
+        raise InvalidRequestError(
+            f"Invalid endpoint {endpoint!r}: expected one of {', '.join(ENDPOINTS)}.", param="endpoint"
+        )
+    provider = (query.get("provider") or "").strip().lower() or None
+    page_token = query.get("page_token") or None
+    size_text = query.get("page_size")
+    page_size: int | None = None
+    if size_text is not None:
+        if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
+            raise InvalidRequestError(
+                f"Invalid page_size {size_text!r}: expected an integer from 1 to {MAX_PAGE_SIZE}.", param="page_size"
+            )
+        page_size = int(size_text)
+    elif page_token is not None:
+        page_size = DEFAULT_PAGE_SIZE
+    return endpoint, provider, page_size, page_token
+
+
+@get("/v1/models")
+async def list_models(request: Request[object, object, object], services: Services) -> Response[bytes]:
+    key, headers = await _authorize(request, services)
+    endpoint, provider, page_size, page_token = _query(request)
+    catalog = services.catalog
+    view = catalog.view(key.policy, endpoint, provider)
+    headers = {**headers, "etag": view.etag, "cache-control": _CACHE_CONTROL}
+    if _not_modified(request, view.etag):
+        return Response(content=b"", status_code=304, headers=headers)
+    age = str(int(time.time() - catalog.catalog.built_at)).encode()
+    if page_size is None:
+        body = view.prefix + age + b"}"
+    else:
+        try:
+            offset = 0 if page_token is None else read_page_token(page_token, view, key.secret_hash)
+        except PageTokenError as exc:
+            raise InvalidRequestError(str(exc), param="page_token") from None
+        items, has_more = view.page(offset, page_size)
+        next_token = make_page_token(view, offset + page_size, key.secret_hash) if has_more else None
+        body = (
+            b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":'
+            + (b"true" if has_more else b"false") + b',"next_page_token":' + msgspec.json.encode(next_token)
+            + b',"catalog_version":' + msgspec.json.encode(view.catalog_version)
+            + b',"catalog_age_seconds":' + age + b"}"
+        )
+    return Response(content=body, media_type="application/json", headers=headers)
+
+
+@get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request[object, object, object], services: Services, model_id: str) -> Response[bytes]:
+    key, headers = await _authorize(request, services)
+    name = str(model_id).lstrip("/")
+    model = services.catalog.catalog.resolve(name)
+    if model is None:
+        raise model_not_found(name)
+    view = services.catalog.view(key.policy)
+    position = view.index.get(model.id) if key.policy.allows_model(model.names) else None
+    if position is None:
+        raise PermissionDeniedError(
+            f"This API key may not use the model '{name}'.", code="model_not_allowed", param="model"
+        )
+    body = view.items[position]
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {**headers, "etag": etag, "cache-control": _CACHE_CONTROL}
+    if _not_modified(request, etag):
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body, media_type="application/json", headers=headers)

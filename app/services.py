@@ -1,0 +1,80 @@
+"""Everything a serving process holds open, created and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.catalog import CatalogService
+from app.db import create_engine
+from app.quota import QuotaService
+from app.settings import Settings, SettingsError
+from keys import KeyCache, KeyStore
+
+__all__ = ["Services"]
+
+log = logging.getLogger("poolgate")
+
+
+class Services:
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = KeyStore(engine)
+        self.keys = KeyCache(self.store)
+        self.catalog = CatalogService(settings.catalog_file)
+        self.quota = QuotaService(settings.limits_url)
+        self.last_sync = 0.0
+        self._sync_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Services:
+        engine = create_engine(settings)
+        services = cls(settings, engine)
+        try:
+            await services.keys.refresh()
+        except (OperationalError, ProgrammingError) as exc:
+            await engine.dispose()
+            raise SettingsError(
+                f"the database at POOLGATE_DATABASE_URL is not ready ({exc.orig}); run `poolgate db upgrade`"
+            ) from None
+        services.last_sync = time.monotonic()
+        services._sync_task = asyncio.create_task(services._sync_forever(), name="poolgate-sync")
+        return services
+
+    async def _sync_forever(self) -> None:
+        """Pick up key changes and catalog file edits made elsewhere, once per sync interval."""
+        interval = self.settings.sync_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.keys.refresh()
+                self.last_sync = time.monotonic()
+            except Exception as exc:  # the next round tries again; requests keep the last good cache
+                log.warning("key sync failed, serving the cached keys: %s", exc)
+            self.catalog.reload_if_changed()
+
+    async def ready(self) -> tuple[bool, str]:
+        stale = time.monotonic() - self.last_sync
+        if stale > max(10.0, self.settings.sync_interval * 20):
+            return False, f"key store not synced for {stale:.0f}s"
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return False, f"database unreachable: {exc.__class__.__name__}"
+        return True, "ready"
+
+    async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await self.quota.close()
+        await self.engine.dispose()

@@ -1,0 +1,150 @@
+"""One typed settings object, read from ``POOLGATE_*`` environment variables once.
+
+Every variable may also be given as ``POOLGATE_<NAME>_FILE`` pointing at a file that
+holds the value (for secrets mounted by an orchestrator). A bad value fails at start
+with one line that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+__all__ = ["Settings", "SettingsError"]
+
+PREFIX = "POOLGATE_"
+LIMITS_SCHEMES = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://",
+                  "valkey://", "memcached://", "mongodb://", "async+redis://", "async+memory://")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A setting has a value poolgate cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    catalog_file: Path | None = None
+    limits_url: str = "memory://"
+    workers: int = 1
+    sync_interval: float = 0.5
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", sqlite_url(self.data_dir / "poolgate.db"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if (raw := _read(env, "DATA_DIR")) is not None:
+            if not raw.strip():
+                raise SettingsError(f"{PREFIX}DATA_DIR: must not be empty")
+            values["data_dir"] = Path(raw).expanduser()
+        if (raw := _read(env, "DATABASE_URL")) is not None:
+            values["database_url"] = _database_url(raw)
+        if (raw := _read(env, "HOST")) is not None:
+            if not raw.strip():
+                raise SettingsError(f"{PREFIX}HOST: must not be empty")
+            values["host"] = raw.strip()
+        if (raw := _read(env, "PORT")) is not None:
+            values["port"] = _int("PORT", raw, 1, 65535)
+        if (raw := _read(env, "CATALOG_FILE")) is not None and raw.strip():
+            values["catalog_file"] = Path(raw).expanduser()
+        if (raw := _read(env, "LIMITS_URL")) is not None:
+            if not raw.startswith(LIMITS_SCHEMES):
+                raise SettingsError(
+                    f"{PREFIX}LIMITS_URL: expected a limits storage URL such as memory:// or "
+                    f"redis://host:6379/0, got {_redact(raw)!r}"
+                )
+            values["limits_url"] = raw
+        if (raw := _read(env, "WORKERS")) is not None:
+            values["workers"] = _int("WORKERS", raw, 1, 256)
+        if (raw := _read(env, "SYNC_INTERVAL")) is not None:
+            values["sync_interval"] = _float("SYNC_INTERVAL", raw, 0.05, 60.0)
+        if (raw := _read(env, "LOG_LEVEL")) is not None:
+            level = raw.strip().lower()
+            if level not in LOG_LEVELS:
+                raise SettingsError(f"{PREFIX}LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+            values["log_level"] = level
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (CLI flags win over the environment)."""
+        if "data_dir" in changes and "database_url" not in changes and self._default_database():
+            changes["database_url"] = ""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def _default_database(self) -> bool:
+        return self.database_url == sqlite_url(self.data_dir / "poolgate.db")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    direct = env.get(PREFIX + name)
+    file_name = env.get(f"{PREFIX}{name}_FILE")
+    if direct is not None and file_name:
+        raise SettingsError(f"{PREFIX}{name}: set either {PREFIX}{name} or {PREFIX}{name}_FILE, not both")
+    if file_name:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{PREFIX}{name}_FILE: cannot read {file_name}: {exc.strerror}") from None
+    return direct
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}: expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{PREFIX}{name}: expected {low}-{high}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}: expected a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{PREFIX}{name}: expected {low}-{high}, got {value}")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    url = raw.strip()
+    if url.startswith("sqlite:///"):
+        url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    elif url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise SettingsError(
+            f"{PREFIX}DATABASE_URL: expected sqlite:///path or postgresql://..., got {_redact(url)!r}"
+        )
+    return url
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL so it never reaches an error message."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,252 @@
+"""The key store: create, change and read keys in the database.
+
+Every change bumps the ``keys`` counter in the same transaction and stamps the row with
+the new value, so a serving process learns of changes by polling one row and then
+reading only the rows newer than what it has. Writes on SQLite take the write lock at
+``BEGIN`` (``BEGIN IMMEDIATE``) so two writers never deadlock on an upgrade.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, Table, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keys._policy import Policy, PolicyError, policy_from_dict
+from keys._records import KeyRecord, to_datetime
+from keys._table import ApiKeyRow, CounterRow
+from keys._token import generate_token, hash_secret
+
+__all__ = [
+    "WRITE_OPTION",
+    "KeyNameTaken",
+    "KeyNotFound",
+    "KeyRevoked",
+    "KeyStore",
+    "StoreError",
+]
+
+WRITE_OPTION = "poolgate_write"
+"""Execution option that makes the SQLite engine begin with ``BEGIN IMMEDIATE``."""
+
+KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
+COUNTERS: Table = CounterRow.__table__  # type: ignore[attr-defined]
+MAX_NAME = 200
+_UNSET: Any = object()
+
+
+class StoreError(Exception):
+    """A change the store refuses; the message is fit for the person who asked."""
+
+
+class KeyNotFound(StoreError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no key with id or name {ref!r} (see: poolgate keys list)")
+
+
+class KeyNameTaken(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a key named {name!r} already exists; choose another name")
+
+
+class KeyRevoked(StoreError):
+    def __init__(self, record: KeyRecord) -> None:
+        super().__init__(f"key {record.id} ({record.name}) is revoked and cannot be changed")
+
+
+def _ts(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _record(row: Row[Any], policies: dict[str, Policy] | None = None) -> KeyRecord:
+    m = row._mapping
+    raw_policy = m["policy"]
+    policy: Policy | None = None
+    cache_key = ""
+    if policies is not None:
+        cache_key = repr(sorted(raw_policy.items()))
+        policy = policies.get(cache_key)
+    if policy is None:
+        policy = policy_from_dict(raw_policy)
+        if policies is not None:
+            policies[cache_key] = policy
+    return KeyRecord(
+        id=m["id"],
+        name=m["name"],
+        secret_hash=m["secret_hash"],
+        previous_secret_hash=m["previous_secret_hash"],
+        previous_expires_at=_ts(m["previous_expires_at"]),
+        policy=policy,
+        expires_at=_ts(m["expires_at"]),
+        disabled=bool(m["disabled"]),
+        revoked_at=_ts(m["revoked_at"]),
+        created_at=_ts(m["created_at"]) or 0.0,
+        updated_at=_ts(m["updated_at"]) or 0.0,
+        revision=int(m["revision"]),
+    )
+
+
+def _check_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > MAX_NAME or any(c.isspace() or not c.isprintable() for c in cleaned):
+        raise StoreError(f"invalid key name {name!r}: use 1-{MAX_NAME} printable characters without spaces")
+    return cleaned
+
+
+class KeyStore:
+    """All key reads and writes, shared by the CLI, the admin surface and the serving cache."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    async def _bump(self, conn: AsyncConnection) -> int:
+        result = await conn.execute(
+            update(COUNTERS).where(COUNTERS.c.name == "keys").values(value=COUNTERS.c.value + 1)
+            .returning(COUNTERS.c.value)
+        )
+        value = result.scalar_one_or_none()
+        if value is None:
+            raise StoreError("the database is not initialised: run `poolgate db upgrade`")
+        return int(value)
+
+    async def _find(self, conn: AsyncConnection, ref: str) -> KeyRecord:
+        """By id, else by name (the live key of that name, else the newest revoked one)."""
+        row = (await conn.execute(select(KEYS).where(KEYS.c.id == ref))).first()
+        if row is None:
+            row = (await conn.execute(
+                select(KEYS).where(KEYS.c.name == ref)
+                .order_by(KEYS.c.revoked_at.is_not(None), KEYS.c.revision.desc()).limit(1)
+            )).first()
+        if row is None:
+            raise KeyNotFound(ref)
+        return _record(row)
+
+    async def create(
+        self, name: str, policy: Policy, *, expires_at: float | None = None, disabled: bool = False
+    ) -> tuple[KeyRecord, str]:
+        """A new key and its full token; the token is not stored and cannot be shown again."""
+        name = _check_name(name)
+        token, parts = generate_token()
+        now = datetime.now(UTC)
+        async with self._write() as conn:
+            revision = await self._bump(conn)
+            try:
+                await conn.execute(KEYS.insert().values(
+                    id=parts.public_id, name=name, secret_hash=hash_secret(parts.secret),
+                    policy=policy.to_dict(), expires_at=to_datetime(expires_at), disabled=disabled,
+                    created_at=now, updated_at=now, revision=revision,
+                ))
+            except IntegrityError:
+                raise KeyNameTaken(name) from None
+            record = await self._find(conn, parts.public_id)
+        return record, token
+
+    async def update(
+        self,
+        ref: str,
+        *,
+        policy: Policy | None = None,
+        name: str | None = None,
+        expires_at: float | None = _UNSET,
+        disabled: bool | None = None,
+    ) -> KeyRecord:
+        async with self._write() as conn:
+            current = await self._find(conn, ref)
+            if current.revoked_at is not None:
+                raise KeyRevoked(current)
+            values: dict[str, Any] = {}
+            if policy is not None:
+                values["policy"] = policy.to_dict()
+            if name is not None:
+                values["name"] = _check_name(name)
+            if expires_at is not _UNSET:
+                values["expires_at"] = to_datetime(expires_at)
+            if disabled is not None:
+                values["disabled"] = disabled
+            return await self._change(conn, current, values)
+
+    async def revoke(self, ref: str) -> KeyRecord:
+        async with self._write() as conn:
+            current = await self._find(conn, ref)
+            if current.revoked_at is not None:
+                return current
+            return await self._change(conn, current, {"revoked_at": datetime.now(UTC)})
+
+    async def rotate(self, ref: str, *, grace_seconds: float = 0.0) -> tuple[KeyRecord, str]:
+        """A new secret for the same key id; the old one keeps working for ``grace_seconds``."""
+        if grace_seconds < 0:
+            raise StoreError("grace must not be negative")
+        async with self._write() as conn:
+            current = await self._find(conn, ref)
+            if current.revoked_at is not None:
+                raise KeyRevoked(current)
+            token, parts = generate_token(current.id)
+            keep_old = grace_seconds > 0
+            record = await self._change(conn, current, {
+                "secret_hash": hash_secret(parts.secret),
+                "previous_secret_hash": current.secret_hash if keep_old else None,
+                "previous_expires_at": to_datetime(time.time() + grace_seconds) if keep_old else None,
+            })
+        return record, token
+
+    async def _change(self, conn: AsyncConnection, current: KeyRecord, values: dict[str, Any]) -> KeyRecord:
+        values["revision"] = await self._bump(conn)
+        values["updated_at"] = datetime.now(UTC)
+        try:
+            await conn.execute(update(KEYS).where(KEYS.c.id == current.id).values(**values))
+        except IntegrityError:
+            raise KeyNameTaken(str(values.get("name"))) from None
+        return await self._find(conn, current.id)
+
+    async def get(self, ref: str) -> KeyRecord:
+        async with self.engine.connect() as conn:
+            return await self._find(conn, ref)
+
+    async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
+        query = select(KEYS).order_by(KEYS.c.created_at, KEYS.c.id)
+        if not include_revoked:
+            query = query.where(KEYS.c.revoked_at.is_(None))
+        async with self.engine.connect() as conn:
+            policies: dict[str, Policy] = {}
+            return [_record(row, policies) for row in await conn.execute(query)]
+
+    async def revision(self) -> int:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(COUNTERS.c.value).where(COUNTERS.c.name == "keys"))).scalar()
+        return int(value or 0)
+
+    async def changes_since(
+        self, revision: int, policies: dict[str, Policy]
+    ) -> tuple[Sequence[KeyRecord], int]:
+        """Rows changed after ``revision`` (revoked ones included, so caches can drop them)."""
+        query = select(KEYS).where(KEYS.c.revision > revision).order_by(KEYS.c.revision)
+        if revision == 0:
+            query = query.where(KEYS.c.revoked_at.is_(None))
+        async with self.engine.connect() as conn:
+            newest = (await conn.execute(select(COUNTERS.c.value).where(COUNTERS.c.name == "keys"))).scalar()
+            rows = (await conn.execute(query)).all()
+        records = []
+        for row in rows:
+            try:
+                records.append(_record(row, policies))
+            except PolicyError:
+                continue  # a row this version cannot read is left out, never half-applied
+        return records, max(int(newest or 0), max((r.revision for r in records), default=0))
+
