@@ -12,8 +12,10 @@ import math
 from collections.abc import Mapping
 
 import msgspec
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+from app._types import AnyRequest
 
 __all__ = [
     "AuthenticationError",
@@ -128,7 +130,7 @@ _HTTP_TYPES = {
 }
 
 
-def exception_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def exception_handler(request: AnyRequest, exc: Exception) -> Response[bytes]:
     """The single place where exceptions become responses."""
     key_headers = request.scope.get("state", {}).get("ratelimit_headers")
     if isinstance(exc, GatewayError):

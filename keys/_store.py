@@ -111,8 +111,8 @@ class KeyStore:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**{WRITE_OPTION: True})
+        async with self.engine.connect() as plain:
+            conn = await plain.execution_options(**{WRITE_OPTION: True})
             async with conn.begin():
                 yield conn
 

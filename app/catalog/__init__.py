@@ -31,5 +31,6 @@ __all__ = [
     "load_bundled",
     "make_page_token",
     "read_operator_file",
+    "read_page_token",
     "trim_model",
 ]

@@ -40,7 +40,7 @@ def db_upgrade(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
 @cli.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [env POOLGATE_HOST, default 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env POOLGATE_HOST; 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env POOLGATE_PORT, default 8080].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [env POOLGATE_WORKERS, default 1].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Log the start-up line as JSON.")] = False,

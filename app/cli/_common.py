@@ -18,8 +18,8 @@ from app.settings import Settings
 __all__ = [
     "CliError",
     "console",
-    "err_console",
     "emit_json",
+    "err_console",
     "fail",
     "parse_duration",
     "parse_expiry",

@@ -70,7 +70,7 @@ def _session(action: Callable[[KeyStore], Awaitable[T]]) -> T:
         finally:
             await store.engine.dispose()
 
-    return run(lambda: go())
+    return run(go)
 
 
 def _quotas(rpm: str | None, rpd: str | None, tpm: str | None, tpd: str | None, conc: str | None,

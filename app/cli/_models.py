@@ -20,7 +20,7 @@ models_app = typer.Typer(help="Inspect the model catalog.", no_args_is_help=True
 
 @models_app.command("list")
 def list_models(
-    key: Annotated[str | None, typer.Option("--key", help="Show what this key (id or name) sees, in its order.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Show what this key (id or name) sees.")] = None,
     endpoint: Annotated[str | None, typer.Option(help=f"Only models serving {', '.join(ENDPOINTS)}.")] = None,
     provider: Annotated[str | None, typer.Option(help="Only this provider's models, e.g. openai.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what GET /v1/models would return.")] = False,

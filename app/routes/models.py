@@ -6,8 +6,9 @@ import hashlib
 import time
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
 
+from app._types import AnyRequest
 from app.access import authenticate, model_not_found
 from app.catalog import ENDPOINTS, PageTokenError, make_page_token, read_page_token
 from app.errors import InvalidRequestError, PermissionDeniedError
@@ -21,7 +22,7 @@ DEFAULT_PAGE_SIZE = 100
 _CACHE_CONTROL = "private, no-cache"
 
 
-async def _authorize(request: Request[object, object, object], services: Services) -> tuple[KeyRecord, dict[str, str]]:
+async def _authorize(request: AnyRequest, services: Services) -> tuple[KeyRecord, dict[str, str]]:
     """The calling key and its rate-limit headers; the headers also go on any error that follows."""
     key = authenticate(request.headers, services.keys)
     headers = await services.quota.take_request(key)
@@ -29,7 +30,7 @@ async def _authorize(request: Request[object, object, object], services: Service
     return key, headers
 
 
-def _not_modified(request: Request[object, object, object], etag: str) -> bool:
+def _not_modified(request: AnyRequest, etag: str) -> bool:
     wanted = request.headers.get("if-none-match")
     if not wanted:
         return False
@@ -37,7 +38,7 @@ def _not_modified(request: Request[object, object, object], etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def _query(request: Request[object, object, object]) -> tuple[str | None, str | None, int | None, str | None]:
+def _query(request: AnyRequest) -> tuple[str | None, str | None, int | None, str | None]:
     query = request.query_params
     endpoint = query.get("endpoint") or None
     if endpoint is not None and endpoint not in ENDPOINTS:
@@ -60,7 +61,7 @@ def _query(request: Request[object, object, object]) -> tuple[str | None, str | 
 
 
 @get("/v1/models")
-async def list_models(request: Request[object, object, object], services: Services) -> Response[bytes]:
+async def list_models(request: AnyRequest, services: Services) -> Response[bytes]:
     key, headers = await _authorize(request, services)
     endpoint, provider, page_size, page_token = _query(request)
     catalog = services.catalog
@@ -88,7 +89,7 @@ async def list_models(request: Request[object, object, object], services: Servic
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(request: Request[object, object, object], services: Services, model_id: str) -> Response[bytes]:
+async def retrieve_model(request: AnyRequest, services: Services, model_id: str) -> Response[bytes]:
     key, headers = await _authorize(request, services)
     name = str(model_id).lstrip("/")
     model = services.catalog.catalog.resolve(name)
