@@ -144,11 +144,11 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.log_path = self.settings.data_dir.parent / f"server-{self.port}.log"
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=env_for(self.settings, self.env), stdout=log, stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+                cwd=ROOT, env=env_for(self.settings, self.env), stdout=log, stderr=subprocess.STDOUT,
+            )
         wait_for(self._healthy, timeout=30, what=f"server on port {self.port}")
         return self
 
