@@ -48,6 +48,7 @@ def serve(
     """Migrate the database, then serve the gateway."""
     import uvicorn
 
+    from app.catalog import CatalogService
     from app.db import ensure_data_dir, upgrade
 
     config = settings().with_overrides(
@@ -59,6 +60,7 @@ def serve(
             "or run one worker"
         )
     ensure_data_dir(config)
+    CatalogService(config.catalog_file)  # a broken catalog file stops here, in one line
     upgrade(config)
     line = {"event": "listening", "url": f"http://{config.host}:{config.port}",
             "database": _safe_url(config.database_url)}

@@ -77,7 +77,8 @@ def poolgate(settings: Settings, *args: str, env: Mapping[str, str] | None = Non
     """Run the real ``poolgate`` command in a subprocess."""
     proc = subprocess.run(
         [sys.executable, "-m", "app", *args],
-        cwd=ROOT, env=env_for(settings, env), input=stdin, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env={"COLUMNS": "200", **env_for(settings, env)}, input=stdin, capture_output=True, text=True,
+        timeout=60,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
