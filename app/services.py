@@ -51,14 +51,17 @@ class Services:
     async def _sync_forever(self) -> None:
         """Pick up key changes and catalog file edits made elsewhere, once per sync interval."""
         interval = self.settings.sync_interval
+        await self.catalog.warm(self.keys.policies())
         while True:
             await asyncio.sleep(interval)
+            changed = 0
             try:
-                await self.keys.refresh()
+                changed = await self.keys.refresh()
                 self.last_sync = time.monotonic()
             except Exception as exc:  # the next round tries again; requests keep the last good cache
                 log.warning("key sync failed, serving the cached keys: %s", exc)
-            self.catalog.reload_if_changed()
+            if self.catalog.reload_if_changed() or changed:
+                await self.catalog.warm(self.keys.policies())
 
     async def ready(self) -> tuple[bool, str]:
         stale = time.monotonic() - self.last_sync

@@ -44,6 +44,10 @@ class KeyCache:
     def get(self, public_id: str) -> KeyRecord | None:
         return self._by_id.get(public_id)
 
+    def policies(self) -> list[Policy]:
+        """The distinct policies seen so far (keys share them), for pre-computing views."""
+        return list(self._policies.values())
+
     def authenticate(self, token: str, now: float) -> KeyRecord:
         """The key a token belongs to, if it may be used now; raises :class:`AuthRejected`."""
         parts = parse_token(token)

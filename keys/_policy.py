@@ -32,7 +32,7 @@ BUDGET_PERIODS: tuple[str, ...] = ("day", "week", "month")
 EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh")
 MODALITIES: tuple[str, ...] = ("text", "image", "audio", "video", "pdf", "embedding")
 VERBOSITIES: tuple[str, ...] = ("low", "medium", "high")
-_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+*?-]*$|^\*$")
+_PATTERN = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._:/@+*?-]*$")
 _NEVER = re.compile(r"(?!)")
 
 
@@ -110,7 +110,7 @@ class Policy:
     tier: int = 0
     quotas: Quotas = field(default_factory=Quotas)
     _allow: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _rules: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _rules: re.Pattern[str] = field(init=False, repr=False, compare=False)
     view_fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -126,7 +126,10 @@ class Policy:
         if not 0 <= self.tier <= 100:
             raise PolicyError(f"tier must be between 0 and 100, got {self.tier}")
         set_(self, "_allow", _compile(models))
-        set_(self, "_rules", tuple(_compile([rule]) for rule in rules))
+        # One alternation, one group per rule: the group that matched is the rule's rank.
+        set_(self, "_rules", re.compile("|".join(f"(?P<r{i}>{fnmatch.translate(r.lower())})"
+                                                 for i, r in enumerate(rules)))
+             if rules else _NEVER)
         view = [models, rules, self.allowed_reasoning_efforts, self.allowed_modalities, self.allowed_verbosities]
         set_(self, "view_fingerprint", hashlib.sha256(msgspec.json.encode(view)).hexdigest()[:20])
 
@@ -137,10 +140,37 @@ class Policy:
 
     def rank(self, names: Sequence[str]) -> int:
         """Index of the first priority rule matching the model; models no rule names come last."""
-        for index, rule in enumerate(self._rules):
-            if any(rule.match(name.lower()) for name in names):
-                return index
-        return len(self._rules)
+        best = len(self.priority_rules)
+        match = self._rules.match
+        for name in names:
+            found = match(name.lower())
+            if found is not None and found.lastgroup is not None:
+                best = min(best, int(found.lastgroup[1:]))
+        return best
+
+    def select(self, lowered_names: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+        """Bulk form for catalog views: ``(rank, index)`` of each allowed model.
+
+        ``lowered_names[i]`` holds model i's id and aliases, already lower-cased.
+        """
+        allow = self._allow.match
+        rules = self._rules.match if self.priority_rules else None
+        last = len(self.priority_rules)
+        out: list[tuple[int, int]] = []
+        for index, names in enumerate(lowered_names):
+            for name in names:
+                if allow(name):
+                    break
+            else:
+                continue
+            rank = last
+            if rules is not None:
+                for name in names:
+                    found = rules(name)
+                    if found is not None and found.lastgroup is not None:
+                        rank = min(rank, int(found.lastgroup[1:]))
+            out.append((rank, index))
+        return out
 
     def to_dict(self) -> dict[str, object]:
         q = self.quotas

@@ -18,8 +18,9 @@ KeyStatus = Literal["active", "expired", "disabled", "revoked"]
 class KeyRecord:
     id: str
     name: str
-    secret_hash: str
-    previous_secret_hash: str | None
+    secret_digest: bytes
+    """SHA-256 of the secret, raw; the cache compares it in constant time and never shows it."""
+    previous_secret_digest: bytes | None
     previous_expires_at: float | None
     policy: Policy
     expires_at: float | None
@@ -31,13 +32,13 @@ class KeyRecord:
 
     def secret_ok(self, secret: str, now: float) -> bool:
         """The current secret, or the previous one while a rotation's grace period lasts."""
-        if secret_matches(secret, self.secret_hash):
+        if secret_matches(secret, self.secret_digest):
             return True
         return (
-            self.previous_secret_hash is not None
+            self.previous_secret_digest is not None
             and self.previous_expires_at is not None
             and now < self.previous_expires_at
-            and secret_matches(secret, self.previous_secret_hash)
+            and secret_matches(secret, self.previous_secret_digest)
         )
 
     def status(self, now: float) -> KeyStatus:

@@ -83,8 +83,8 @@ def _record(row: Row[Any], policies: dict[str, Policy] | None = None) -> KeyReco
     return KeyRecord(
         id=m["id"],
         name=m["name"],
-        secret_hash=m["secret_hash"],
-        previous_secret_hash=m["previous_secret_hash"],
+        secret_digest=bytes.fromhex(m["secret_hash"]),
+        previous_secret_digest=bytes.fromhex(m["previous_secret_hash"]) if m["previous_secret_hash"] else None,
         previous_expires_at=_ts(m["previous_expires_at"]),
         policy=policy,
         expires_at=_ts(m["expires_at"]),
@@ -201,7 +201,7 @@ class KeyStore:
             keep_old = grace_seconds > 0
             record = await self._change(conn, current, {
                 "secret_hash": hash_secret(parts.secret),
-                "previous_secret_hash": current.secret_hash if keep_old else None,
+                "previous_secret_hash": current.secret_digest.hex() if keep_old else None,
                 "previous_expires_at": to_datetime(time.time() + grace_seconds) if keep_old else None,
             })
         return record, token

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 import zlib
 from typing import NamedTuple
 
-__all__ = ["ParsedToken", "generate_token", "hash_secret", "new_public_id", "parse_token", "secret_matches"]
+__all__ = [
+    "ParsedToken",
+    "generate_token",
+    "hash_secret",
+    "new_public_id",
+    "parse_token",
+    "secret_digest",
+    "secret_matches",
+]
 
 PREFIX = "pg"
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -23,8 +32,10 @@ ID_LENGTH = 12
 SECRET_LENGTH = 32
 CHECKSUM_LENGTH = 6
 TOKEN_LENGTH = len(PREFIX) + 2 + ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
-_ID_CHARS = frozenset(ID_ALPHABET)
-_SECRET_CHARS = frozenset(SECRET_ALPHABET)
+_SHAPE = re.compile(
+    rf"{PREFIX}_([a-z0-9]{{{ID_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})([A-Za-z0-9]{{{CHECKSUM_LENGTH}}})"
+)
+_BASE62 = [a + b for a in SECRET_ALPHABET for b in SECRET_ALPHABET]  # two digits per step
 
 
 class ParsedToken(NamedTuple):
@@ -46,15 +57,10 @@ def generate_token(public_id: str | None = None) -> tuple[str, ParsedToken]:
 
 def parse_token(token: str) -> ParsedToken | None:
     """The token's parts, or None when its shape or checksum is wrong (no lookup needed)."""
-    if len(token) != TOKEN_LENGTH or not token.startswith(PREFIX + "_"):
+    match = _SHAPE.fullmatch(token)
+    if match is None:
         return None
-    public_id = token[3 : 3 + ID_LENGTH]
-    if token[3 + ID_LENGTH] != "_":
-        return None
-    secret = token[4 + ID_LENGTH : 4 + ID_LENGTH + SECRET_LENGTH]
-    checksum = token[-CHECKSUM_LENGTH:]
-    if not _ID_CHARS.issuperset(public_id) or not _SECRET_CHARS.issuperset(secret):
-        return None
+    public_id, secret, checksum = match.groups()
     if not hmac.compare_digest(checksum, _checksum(token[:-CHECKSUM_LENGTH])):
         return None
     return ParsedToken(public_id, secret)
@@ -65,14 +71,18 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def secret_matches(secret: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_secret(secret), stored_hash)
+def secret_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def secret_matches(secret: str, stored_digest: bytes) -> bool:
+    """Constant-time comparison of the secret's SHA-256 with the stored one (raw bytes)."""
+    return hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), stored_digest)
 
 
 def _checksum(body: str) -> str:
+    """Six base62 digits of the CRC32 (62**6 > 2**32, so nothing is lost)."""
     value = zlib.crc32(body.encode())
-    out = []
-    for _ in range(CHECKSUM_LENGTH):
-        value, digit = divmod(value, 62)
-        out.append(SECRET_ALPHABET[digit])
-    return "".join(reversed(out))
+    high, low = divmod(value, 3844 * 3844)
+    middle, low = divmod(low, 3844)
+    return _BASE62[high] + _BASE62[middle] + _BASE62[low]

@@ -8,6 +8,7 @@ from app.catalog._service import CatalogService
 from app.catalog._view import (
     ModelView,
     PageTokenError,
+    Renderer,
     ViewCache,
     build_view,
     make_page_token,
@@ -25,6 +26,7 @@ __all__ = [
     "PageTokenError",
     "Pricing",
     "ReasoningLevel",
+    "Renderer",
     "ViewCache",
     "build_catalog",
     "build_view",

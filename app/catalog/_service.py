@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ class CatalogService:
             log.info("catalog reloaded: version %s, %d models", catalog.version, len(catalog.models))
         self.catalog = catalog
         return changed
+
+    async def warm(self, policies: Iterable[Policy]) -> None:
+        await self._views.warm(self.catalog, policies)
 
     def view(self, policy: Policy, endpoint: str | None = None, provider: str | None = None) -> ModelView:
         return self._views.get(self.catalog, policy, endpoint, provider)

@@ -3,17 +3,20 @@ ordered by its priority rules, and rendered to bytes once per (policy, catalog, 
 
 The list body is cached as a prefix that ends just before the value of
 ``catalog_age_seconds``; a request appends the age and the closing brace. The ETag
-covers the prefix, so it changes exactly when the view's content does.
+is a hash over the catalog version and each listed item's digest, in order, so it
+changes exactly when the view's content does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -24,6 +27,7 @@ from keys import EFFORTS, VERBOSITIES, Policy
 __all__ = [
     "ModelView",
     "PageTokenError",
+    "Renderer",
     "ViewCache",
     "build_view",
     "make_page_token",
@@ -124,44 +128,100 @@ def trim_model(model: ModelInfo, policy: Policy) -> dict[str, Any] | None:
     }
 
 
-def build_view(catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None) -> ModelView:
-    candidates = []
-    for model in catalog.models:
+TrimKey = tuple[tuple[str, ...] | None, tuple[str, ...] | None, tuple[str, ...] | None]
+
+
+class _Rendered(NamedTuple):
+    body: bytes
+    digest: bytes
+
+
+class Renderer:
+    """Rendered items of one catalog version, per (model, the policy fields that trim it).
+
+    Keys differ mostly in which models they see and in what order; the few policy
+    fields that change an item's content repeat across keys, so each item is
+    rendered once per combination of them and reused by every view.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.lowered = [tuple(name.lower() for name in model.names) for model in catalog.models]
+        self._items: dict[TrimKey, list[_Rendered | bool | None]] = {}
+
+    def items(self, policy: Policy) -> list[_Rendered | bool | None]:
+        """Rendered items aligned with ``catalog.models``, filled in lazily (False = not yet)."""
+        trim = (policy.allowed_reasoning_efforts, policy.allowed_modalities, policy.allowed_verbosities)
+        items = self._items.get(trim)
+        if items is None:
+            items = self._items[trim] = [False] * len(self.catalog.models)
+        return items
+
+    async def warm(self, policy: Policy) -> None:
+        """Render every item this policy's trim needs, yielding to the loop as it goes."""
+        items = self.items(policy)
+        for index, item in enumerate(items):
+            if item is False:
+                self.render(index, policy, items)
+                if index % 64 == 63:
+                    await asyncio.sleep(0)
+
+    def render(self, index: int, policy: Policy, items: list[_Rendered | bool | None]) -> _Rendered | None:
+        data = trim_model(self.catalog.models[index], policy)
+        rendered = None
+        if data is not None:
+            body = _encode(data)
+            rendered = _Rendered(body, hashlib.blake2b(body, digest_size=8).digest())
+        items[index] = rendered
+        return rendered
+
+
+def build_view(
+    catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None, renderer: Renderer | None = None
+) -> ModelView:
+    renderer = renderer if renderer is not None and renderer.catalog is catalog else Renderer(catalog)
+    models = catalog.models
+    rendered_items = renderer.items(policy)
+    candidates: list[tuple[int, int, str, _Rendered]] = []
+    for rank, index in policy.select(renderer.lowered):
+        model = models[index]
         if endpoint is not None and endpoint not in model.supported_endpoints:
             continue
         if provider is not None and model.provider.lower() != provider:
             continue
-        if not policy.allows_model(model.names):
-            continue
-        item = trim_model(model, policy)
-        if item is not None:
-            candidates.append((policy.rank(model.names), -model.priority, model.id, item))
-    candidates.sort(key=lambda c: c[:3])
+        rendered = rendered_items[index]
+        if rendered is False:
+            rendered = renderer.render(index, policy, rendered_items)
+        if isinstance(rendered, _Rendered):
+            candidates.append((rank, index, model.id, rendered))
+    candidates.sort(key=lambda c: (c[0], c[1]))  # catalog order breaks ties: priority desc, then id
     ids = tuple(c[2] for c in candidates)
-    items = tuple(_encode(c[3]) for c in candidates)
+    items = tuple(c[3].body for c in candidates)
     prefix = (
         b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":false,"catalog_version":'
         + _encode(catalog.version) + b',"catalog_age_seconds":'
     )
-    filter_tag = f"{policy.view_fingerprint}:{endpoint or ''}:{provider or ''}"
+    etag_source = hashlib.blake2b(catalog.version.encode(), digest_size=16)
+    for candidate in candidates:
+        etag_source.update(candidate[3].digest)
     return ModelView(
         ids=ids,
         items=items,
         index={model_id: i for i, model_id in enumerate(ids)},
         prefix=prefix,
-        etag='"' + hashlib.sha256(prefix).hexdigest()[:32] + '"',
+        etag='"' + etag_source.hexdigest() + '"',
         catalog_version=catalog.version,
-        filter_tag=filter_tag,
+        filter_tag=f"{policy.view_fingerprint}:{endpoint or ''}:{provider or ''}",
     )
 
 
-def make_page_token(view: ModelView, offset: int, signing_key: str) -> str:
+def make_page_token(view: ModelView, offset: int, signing_key: bytes) -> str:
     payload = f"{view.catalog_version}|{view.filter_tag}|{offset}".encode()
-    mac = hmac.new(signing_key.encode(), payload, hashlib.sha256).digest()[:12]
+    mac = hmac.new(signing_key, payload, hashlib.sha256).digest()[:12]
     return base64.urlsafe_b64encode(payload + b"|" + mac).decode().rstrip("=")
 
 
-def read_page_token(token: str, view: ModelView, signing_key: str) -> int:
+def read_page_token(token: str, view: ModelView, signing_key: bytes) -> int:
     """The offset a token stands for; raises PageTokenError for any token not made for this view."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -172,7 +232,7 @@ def read_page_token(token: str, view: ModelView, signing_key: str) -> int:
         offset = int(offset_text)
     except (ValueError, UnicodeDecodeError):
         raise PageTokenError("page_token is not valid") from None
-    expected = hmac.new(signing_key.encode(), payload, hashlib.sha256).digest()[:12]
+    expected = hmac.new(signing_key, payload, hashlib.sha256).digest()[:12]
     if not hmac.compare_digest(mac, expected) or tag != view.filter_tag or offset < 0:
         raise PageTokenError("page_token is not valid for this key and filter")
     if version != view.catalog_version:
@@ -186,6 +246,22 @@ class ViewCache:
     def __init__(self, max_entries: int = 4096) -> None:
         self._entries: OrderedDict[tuple[str, str, str | None, str | None], ModelView] = OrderedDict()
         self._max = max_entries
+        self._renderer: Renderer | None = None
+
+    def _renderer_for(self, catalog: Catalog) -> Renderer:
+        if self._renderer is None or self._renderer.catalog is not catalog:
+            self._renderer = Renderer(catalog)
+        return self._renderer
+
+    async def warm(self, catalog: Catalog, policies: Iterable[Policy]) -> None:
+        """Pre-render items for the policies in use, so a key's first view only sorts and joins."""
+        renderer = self._renderer_for(catalog)
+        seen = set()
+        for policy in policies:
+            trim = (policy.allowed_reasoning_efforts, policy.allowed_modalities, policy.allowed_verbosities)
+            if trim not in seen:
+                seen.add(trim)
+                await renderer.warm(policy)
 
     def get(self, catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None) -> ModelView:
         key = (policy.view_fingerprint, catalog.version, endpoint, provider)
@@ -194,7 +270,7 @@ class ViewCache:
         if view is not None:
             entries.move_to_end(key)
             return view
-        view = build_view(catalog, policy, endpoint, provider)
+        view = build_view(catalog, policy, endpoint, provider, self._renderer_for(catalog))
         entries[key] = view
         if len(entries) > self._max:
             entries.popitem(last=False)

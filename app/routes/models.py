@@ -74,11 +74,11 @@ async def list_models(request: AnyRequest, services: Services) -> Response[bytes
         body = view.prefix + age + b"}"
     else:
         try:
-            offset = 0 if page_token is None else read_page_token(page_token, view, key.secret_hash)
+            offset = 0 if page_token is None else read_page_token(page_token, view, key.secret_digest)
         except PageTokenError as exc:
             raise InvalidRequestError(str(exc), param="page_token") from None
         items, has_more = view.page(offset, page_size)
-        next_token = make_page_token(view, offset + page_size, key.secret_hash) if has_more else None
+        next_token = make_page_token(view, offset + page_size, key.secret_digest) if has_more else None
         body = (
             b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":'
             + (b"true" if has_more else b"false") + b',"next_page_token":' + msgspec.json.encode(next_token)

@@ -8,8 +8,8 @@ from alembic.migration import MigrationContext
 
 from app.db import create_engine, downgrade, metadata, upgrade
 from app.settings import Settings
-from tests.support import create_key
 from keys import Policy
+from tests.support import create_key
 
 
 def _tables(settings: Settings) -> set[str]:

@@ -98,17 +98,17 @@ def test_etag_follows_the_content() -> None:
 def test_page_tokens_round_trip_and_refuse_forgery_other_keys_and_stale_catalogs() -> None:
     policy = Policy(allowed_models=("*",))
     view = build_view(CATALOG, policy, None, None)
-    token = make_page_token(view, 5, "key-a-hash")
-    assert read_page_token(token, view, "key-a-hash") == 5
+    token = make_page_token(view, 5, b"key-a-hash")
+    assert read_page_token(token, view, b"key-a-hash") == 5
     with pytest.raises(PageTokenError, match="not valid for this key"):
-        read_page_token(token, view, "key-b-hash")
+        read_page_token(token, view, b"key-b-hash")
     with pytest.raises(PageTokenError):
-        read_page_token(token[:-2] + "AA", view, "key-a-hash")
+        read_page_token(token[:-2] + "AA", view, b"key-a-hash")
     with pytest.raises(PageTokenError, match="not valid"):
-        read_page_token("garbage!", view, "key-a-hash")
+        read_page_token("garbage!", view, b"key-a-hash")
     newer = build_catalog(load_bundled(), {"models": [{"id": "o3", "priority": 1}]})
     with pytest.raises(PageTokenError, match="stale"):
-        read_page_token(token, build_view(newer, policy, None, None), "key-a-hash")
+        read_page_token(token, build_view(newer, policy, None, None), b"key-a-hash")
 
 
 def test_the_view_cache_reuses_views_and_follows_catalog_versions() -> None:

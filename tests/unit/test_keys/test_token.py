@@ -51,5 +51,5 @@ def test_the_stored_form_is_the_sha256_of_the_secret() -> None:
     digest = hash_secret(parts.secret)
     assert digest == hashlib.sha256(parts.secret.encode()).hexdigest()
     assert parts.secret not in digest
-    assert secret_matches(parts.secret, digest)
-    assert not secret_matches(parts.secret + "x", digest)
+    assert secret_matches(parts.secret, bytes.fromhex(digest))
+    assert not secret_matches(parts.secret + "x", bytes.fromhex(digest))
