@@ -7,7 +7,6 @@ one ``view_fingerprint``, which is what rendered views are cached under.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,8 @@ __all__ = [
     "EFFORTS",
     "MODALITIES",
     "VERBOSITIES",
+    "Matcher",
+    "NameIndex",
     "Policy",
     "PolicyError",
     "Quotas",
@@ -33,7 +34,6 @@ EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh")
 MODALITIES: tuple[str, ...] = ("text", "image", "audio", "video", "pdf", "embedding")
 VERBOSITIES: tuple[str, ...] = ("low", "medium", "high")
 _PATTERN = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._:/@+*?-]*$")
-_NEVER = re.compile(r"(?!)")
 
 
 class PolicyError(ValueError):
@@ -79,10 +79,73 @@ def validate_pattern(pattern: str) -> str:
     return cleaned
 
 
-def _compile(patterns: Sequence[str]) -> re.Pattern[str]:
-    if not patterns:
-        return _NEVER
-    return re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns))
+def _glob_regex(pattern: str) -> str:
+    """A validated glob as a regex over one line: ``*`` and ``?`` never cross a newline."""
+    return "".join("[^\n]*" if c == "*" else "[^\n]" if c == "?" else re.escape(c) for c in pattern)
+
+
+class Matcher:
+    """Compiled model patterns. Globs match canonical ids only; exact names match an id or an alias.
+
+    Matching globs against canonical ids keeps an operator's alias from widening a key's
+    access (an alias ``gpt-5-fast`` for a Claude model does not fall under ``gpt-5*``),
+    while naming an alias exactly still grants its model.
+    """
+
+    __slots__ = ("_line", "_one", "exact", "globs")
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        lowered = [p.lower() for p in patterns]
+        self.exact = frozenset(p for p in lowered if "*" not in p and "?" not in p)
+        self.globs = tuple(p for p in lowered if "*" in p or "?" in p)
+        body = "|".join(_glob_regex(g) for g in self.globs)
+        self._one = re.compile(body).fullmatch if self.globs else None
+
+    def matches(self, names: Sequence[str]) -> bool:
+        """``names[0]`` is the canonical id, the rest its aliases (any case)."""
+        if self._one is not None and self._one(names[0].lower()):
+            return True
+        return any(name.lower() in self.exact for name in names) if self.exact else False
+
+    def find(self, index: NameIndex) -> set[int]:
+        """Positions of every model in ``index`` this matcher accepts."""
+        found = {index.by_name[name] for name in self.exact if name in index.by_name}
+        for glob in self.globs:
+            found |= index.glob(glob)
+        return found
+
+
+class NameIndex:
+    """A catalog's model names laid out for bulk matching, built once per catalog version.
+
+    Each glob is scanned over all canonical ids once (one regex pass over one text) and
+    its matches are kept, so keys that share patterns share the work.
+    """
+
+    __slots__ = ("_globs", "by_name", "line_starts", "text")
+
+    def __init__(self, models: Sequence[Sequence[str]]) -> None:
+        ids = [names[0].lower() for names in models]
+        self.text = "\n".join(ids)
+        self.line_starts: dict[int, int] = {}
+        offset = 0
+        for position, model_id in enumerate(ids):
+            self.line_starts[offset] = position
+            offset += len(model_id) + 1
+        self.by_name: dict[str, int] = {}
+        for position, names in enumerate(models):
+            for name in names:
+                self.by_name.setdefault(name.lower(), position)
+        self._globs: dict[str, frozenset[int]] = {}
+
+    def glob(self, pattern: str) -> frozenset[int]:
+        """Positions of the canonical ids a lower-cased glob matches (cached)."""
+        hit = self._globs.get(pattern)
+        if hit is None:
+            line = re.compile(f"^{_glob_regex(pattern)}$", re.MULTILINE)
+            starts = self.line_starts
+            hit = self._globs[pattern] = frozenset(starts[m.start()] for m in line.finditer(self.text))
+        return hit
 
 
 def _choices(values: Iterable[str] | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...] | None:
@@ -109,8 +172,8 @@ class Policy:
     priority_rules: tuple[str, ...] = ()
     tier: int = 0
     quotas: Quotas = field(default_factory=Quotas)
-    _allow: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _rules: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _allow: Matcher = field(init=False, repr=False, compare=False)
+    _rules: tuple[Matcher, ...] = field(init=False, repr=False, compare=False)
     view_fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -125,52 +188,33 @@ class Policy:
         set_(self, "allowed_verbosities", _choices(self.allowed_verbosities, VERBOSITIES, "verbosity"))
         if not 0 <= self.tier <= 100:
             raise PolicyError(f"tier must be between 0 and 100, got {self.tier}")
-        set_(self, "_allow", _compile(models))
-        # One alternation, one group per rule: the group that matched is the rule's rank.
-        set_(self, "_rules", re.compile("|".join(f"(?P<r{i}>{fnmatch.translate(r.lower())})"
-                                                 for i, r in enumerate(rules)))
-             if rules else _NEVER)
+        set_(self, "_allow", Matcher(models))
+        set_(self, "_rules", tuple(Matcher([rule]) for rule in rules))
         view = [models, rules, self.allowed_reasoning_efforts, self.allowed_modalities, self.allowed_verbosities]
         set_(self, "view_fingerprint", hashlib.sha256(msgspec.json.encode(view)).hexdigest()[:20])
 
-    def allows_model(self, names: Iterable[str]) -> bool:
-        """True when any of a model's names (its id and aliases) matches an allowed pattern."""
-        match = self._allow.match
-        return any(match(name.lower()) for name in names)
+    def allows_model(self, names: Sequence[str]) -> bool:
+        """Whether the key may call a model; ``names`` is its canonical id, then its aliases."""
+        return self._allow.matches(names)
 
     def rank(self, names: Sequence[str]) -> int:
-        """Index of the first priority rule matching the model; models no rule names come last."""
-        best = len(self.priority_rules)
-        match = self._rules.match
-        for name in names:
-            found = match(name.lower())
-            if found is not None and found.lastgroup is not None:
-                best = min(best, int(found.lastgroup[1:]))
-        return best
+        """Index of the first priority rule naming the model; models no rule names come last."""
+        for position, rule in enumerate(self._rules):
+            if rule.matches(names):
+                return position
+        return len(self._rules)
 
-    def select(self, lowered_names: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
-        """Bulk form for catalog views: ``(rank, index)`` of each allowed model.
-
-        ``lowered_names[i]`` holds model i's id and aliases, already lower-cased.
-        """
-        allow = self._allow.match
-        rules = self._rules.match if self.priority_rules else None
-        last = len(self.priority_rules)
-        out: list[tuple[int, int]] = []
-        for index, names in enumerate(lowered_names):
-            for name in names:
-                if allow(name):
-                    break
-            else:
-                continue
-            rank = last
-            if rules is not None:
-                for name in names:
-                    found = rules(name)
-                    if found is not None and found.lastgroup is not None:
-                        rank = min(rank, int(found.lastgroup[1:]))
-            out.append((rank, index))
-        return out
+    def select(self, index: NameIndex) -> list[tuple[int, int]]:
+        """Bulk form for catalog views: ``(rank, position)`` of every allowed model, by position."""
+        allowed = self._allow.find(index)
+        if not allowed:
+            return []
+        last = len(self._rules)
+        ranks: dict[int, int] = {}
+        for position, rule in enumerate(self._rules):
+            for found in rule.find(index):
+                ranks.setdefault(found, position)
+        return [(ranks.get(p, last), p) for p in sorted(allowed)]
 
     def to_dict(self) -> dict[str, object]:
         q = self.quotas

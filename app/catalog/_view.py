@@ -22,7 +22,7 @@ import msgspec
 
 from app.catalog._loader import Catalog
 from app.catalog._model import ModelInfo
-from keys import EFFORTS, VERBOSITIES, Policy
+from keys import EFFORTS, VERBOSITIES, NameIndex, Policy
 
 __all__ = [
     "ModelView",
@@ -146,7 +146,7 @@ class Renderer:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.lowered = [tuple(name.lower() for name in model.names) for model in catalog.models]
+        self.names = NameIndex([model.names for model in catalog.models])
         self._items: dict[TrimKey, list[_Rendered | bool | None]] = {}
 
     def items(self, policy: Policy) -> list[_Rendered | bool | None]:
@@ -183,7 +183,7 @@ def build_view(
     models = catalog.models
     rendered_items = renderer.items(policy)
     candidates: list[tuple[int, int, str, _Rendered]] = []
-    for rank, index in policy.select(renderer.lowered):
+    for rank, index in policy.select(renderer.names):
         model = models[index]
         if endpoint is not None and endpoint not in model.supported_endpoints:
             continue

@@ -74,3 +74,21 @@ def test_keys_with_the_same_visible_rights_share_a_view_fingerprint() -> None:
     c = Policy(allowed_models=("gpt-5*",), allowed_reasoning_efforts=("low",))
     assert a.view_fingerprint == b.view_fingerprint
     assert a.view_fingerprint != c.view_fingerprint
+
+
+def test_globs_match_canonical_ids_only_so_an_alias_cannot_widen_access() -> None:
+    policy = Policy(allowed_models=("gpt-5*",))
+    # an operator alias "gpt-5-fast" pointing at a Claude model does not fall under gpt-5*
+    assert not policy.allows_model(["claude-haiku-4-5", "gpt-5-fast"])
+    assert Policy(allowed_models=("gpt-5-fast",)).allows_model(["claude-haiku-4-5", "gpt-5-fast"])
+
+
+def test_bulk_selection_agrees_with_single_checks() -> None:
+    from keys import NameIndex
+
+    models = [("gpt-5.1-codex",), ("o3", "o3-2025-04-16"), ("claude-haiku-4-5", "gpt-5-fast"), ("gpt-5",)]
+    policy = Policy(allowed_models=("gpt-5*", "o3-2025-04-16"), priority_rules=("o3*", "gpt-5"))
+    selected = policy.select(NameIndex(models))
+    assert selected == [(2, 0), (0, 1), (1, 3)]
+    for rank, position in selected:
+        assert policy.allows_model(models[position]) and policy.rank(models[position]) == rank
