@@ -1,18 +1,25 @@
-"""Alembic environment: async engine, batch mode for SQLite, metadata from the app."""
+"""Alembic environment: async engine, batch mode for SQLite, metadata from the app.
+
+The whole upgrade runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite, an
+advisory lock on PostgreSQL), so processes starting together on a fresh database
+migrate one after the other, and a crash mid-migration leaves the schema unchanged.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from app.db import metadata
+from app.db import create_engine, metadata
+from app.settings import Settings
+from keys import WRITE_OPTION
 
 config = context.config
 target_metadata = metadata
+MIGRATION_LOCK = 7_474_010  # any constant shared by every poolgate process
 
 
 def _configure(connection: Connection) -> None:
@@ -27,12 +34,16 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = async_engine_from_config(
-        config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
-    )
-    async with engine.connect() as connection:
-        await connection.run_sync(_configure)
-    await engine.dispose()
+    engine = create_engine(Settings(database_url=config.get_main_option("sqlalchemy.url") or ""), pooled=False)
+    try:
+        async with engine.connect() as plain:
+            conn = await plain.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                await conn.run_sync(_configure)
+    finally:
+        await engine.dispose()
 
 
 def _run_offline() -> None:

@@ -17,28 +17,47 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlmodel import SQLModel
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
+from sqlmodel import Field, SQLModel, select
 
 import keys  # noqa: F401  (registers the key tables on SQLModel.metadata)
 from app.settings import Settings, SettingsError
 from keys import WRITE_OPTION
 
-__all__ = ["create_engine", "ensure_data_dir", "metadata", "migrations_dir", "upgrade"]
+__all__ = ["MetaRow", "create_engine", "ensure_data_dir", "metadata", "migrations_dir", "read_meta", "upgrade"]
 
 metadata = SQLModel.metadata
 BUSY_TIMEOUT_MS = 10_000
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+class MetaRow(SQLModel, table=True):
+    """Small named values shared by every process, such as the page-token signing secret."""
+
+    __tablename__ = "meta"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=512)
+
+
+async def read_meta(engine: AsyncEngine, name: str) -> str | None:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(MetaRow.value).where(MetaRow.name == name))).scalar()
+
+
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    """The engine for ``settings.database_url``; statement parameters never reach error messages."""
+    pooling: dict[str, Any] = {"poolclass": NullPool} if not pooled else {}
     if not settings.is_sqlite:
-        return create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        if pooled:
+            pooling = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+        return create_async_engine(settings.database_url, hide_parameters=True, **pooling)
+    if pooled:
+        pooling = {"poolclass": AsyncAdaptedQueuePool, "pool_size": 5, "max_overflow": 5}
     engine = create_async_engine(
         settings.database_url,
-        poolclass=AsyncAdaptedQueuePool,
-        pool_size=5,
-        max_overflow=5,
+        hide_parameters=True,
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+        **pooling,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

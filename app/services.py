@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalog import CatalogService
-from app.db import create_engine
+from app.db import create_engine, read_meta
 from app.quota import QuotaService
 from app.settings import Settings, SettingsError
 from keys import KeyCache, KeyStore
@@ -31,6 +31,7 @@ class Services:
         self.catalog = CatalogService(settings.catalog_file)
         self.quota = QuotaService(settings.limits_url)
         self.last_sync = 0.0
+        self.page_secret = b""
         self._sync_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -39,6 +40,7 @@ class Services:
         services = cls(settings, engine)
         try:
             await services.keys.refresh()
+            services.page_secret = bytes.fromhex(await read_meta(engine, "page_token_secret") or "")
         except (OperationalError, ProgrammingError) as exc:
             await engine.dispose()
             raise SettingsError(
@@ -54,14 +56,18 @@ class Services:
         await self.catalog.warm(self.keys.policies())
         while True:
             await asyncio.sleep(interval)
+            # Each step guards itself: nothing may end this loop, or revocations would stop arriving.
             changed = 0
             try:
                 changed = await self.keys.refresh()
                 self.last_sync = time.monotonic()
             except Exception as exc:  # the next round tries again; requests keep the last good cache
                 log.warning("key sync failed, serving the cached keys: %s", exc)
-            if self.catalog.reload_if_changed() or changed:
-                await self.catalog.warm(self.keys.policies())
+            try:
+                if self.catalog.reload_if_changed() or changed:
+                    await self.catalog.warm(self.keys.policies())
+            except Exception:
+                log.exception("catalog reload failed; still serving version %s", self.catalog.catalog.version)
 
     async def ready(self) -> tuple[bool, str]:
         stale = time.monotonic() - self.last_sync

@@ -15,8 +15,7 @@ from pathlib import Path
 __all__ = ["Settings", "SettingsError"]
 
 PREFIX = "POOLGATE_"
-LIMITS_SCHEMES = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://",
-                  "valkey://", "memcached://", "mongodb://", "async+redis://", "async+memory://")
+LIMITS_SCHEMES = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -61,14 +60,15 @@ class Settings:
         if (raw := _read(env, "LIMITS_URL")) is not None:
             if not raw.startswith(LIMITS_SCHEMES):
                 raise SettingsError(
-                    f"{PREFIX}LIMITS_URL: expected a limits storage URL such as memory:// or "
-                    f"redis://host:6379/0, got {_redact(raw)!r}"
+                    f"{PREFIX}LIMITS_URL: expected memory:// or a Redis URL such as redis://host:6379/0, "
+                    f"got {_redact(raw)!r}"
                 )
             values["limits_url"] = raw
         if (raw := _read(env, "WORKERS")) is not None:
             values["workers"] = _int("WORKERS", raw, 1, 256)
         if (raw := _read(env, "SYNC_INTERVAL")) is not None:
-            values["sync_interval"] = _float("SYNC_INTERVAL", raw, 0.05, 60.0)
+            # Capped so that a change reaches every process within 2 seconds, as promised.
+            values["sync_interval"] = _float("SYNC_INTERVAL", raw, 0.05, 1.5)
         if (raw := _read(env, "LOG_LEVEL")) is not None:
             level = raw.strip().lower()
             if level not in LOG_LEVELS:

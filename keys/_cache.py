@@ -64,19 +64,19 @@ class KeyCache:
             raise AuthRejected(Rejection.DISABLED, record)
         return record
 
-    def apply(self, records: list[KeyRecord] | tuple[KeyRecord, ...], revision: int) -> None:
-        by_id = self._by_id
-        for record in records:
-            if record.revoked_at is not None:
-                by_id.pop(record.id, None)
-            else:
-                by_id[record.id] = record
-        self.revision = max(self.revision, revision)
-
     async def refresh(self) -> int:
         """Apply what changed since the last refresh; returns how many keys changed."""
-        if self.revision and await self._store.revision() == self.revision:
-            return 0
-        records, revision = await self._store.changes_since(self.revision, self._policies)
-        self.apply(list(records), revision)
-        return len(records)
+        if self.revision:
+            stored = await self._store.revision()
+            if stored == self.revision:
+                return 0
+            if stored < self.revision:  # the database was restored from an older copy: start over
+                self._by_id, self.revision = {}, 0
+        records, dropped, revision = await self._store.changes_since(self.revision, self._policies)
+        by_id = self._by_id
+        for key_id in dropped:
+            by_id.pop(key_id, None)
+        for record in records:
+            by_id[record.id] = record
+        self.revision = max(self.revision, revision)
+        return len(records) + len(dropped)

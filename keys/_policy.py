@@ -241,7 +241,8 @@ def policy_from_dict(data: dict[str, object]) -> Policy:
     """Inverse of :meth:`Policy.to_dict`; raises PolicyError on values that do not fit."""
     try:
         quotas = data.get("quotas") or {}
-        assert isinstance(quotas, dict)
+        if not isinstance(quotas, dict):
+            raise PolicyError("stored policy is malformed: quotas is not an object")
         return Policy(
             allowed_models=tuple(data.get("allowed_models") or ()),  # type: ignore[arg-type]
             allowed_reasoning_efforts=_opt_tuple(data.get("allowed_reasoning_efforts")),
@@ -251,12 +252,15 @@ def policy_from_dict(data: dict[str, object]) -> Policy:
             tier=int(data.get("tier") or 0),  # type: ignore[call-overload]
             quotas=Quotas(**quotas),
         )
-    except (TypeError, AssertionError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, PolicyError):
+            raise
         raise PolicyError(f"stored policy is malformed: {exc}") from None
 
 
 def _opt_tuple(value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
-    assert isinstance(value, list | tuple)
+    if not isinstance(value, list | tuple):
+        raise PolicyError(f"stored policy is malformed: expected a list, got {type(value).__name__}")
     return tuple(str(v) for v in value)

@@ -8,8 +8,9 @@ reading only the rows newer than what it has. Writes on SQLite take the write lo
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,8 @@ __all__ = [
     "KeyStore",
     "StoreError",
 ]
+
+log = logging.getLogger("poolgate.keys")
 
 WRITE_OPTION = "poolgate_write"
 """Execution option that makes the SQLite engine begin with ``BEGIN IMMEDIATE``."""
@@ -162,16 +165,20 @@ class KeyStore:
         self,
         ref: str,
         *,
-        policy: Policy | None = None,
+        policy: Policy | Callable[[Policy], Policy] | None = None,
         name: str | None = None,
         expires_at: float | None = _UNSET,
         disabled: bool | None = None,
     ) -> KeyRecord:
+        """Change a key. ``policy`` may be a function of the current policy: it runs inside the
+        write transaction, so two concurrent edits of different fields both land."""
         async with self._write() as conn:
             current = await self._find(conn, ref)
             if current.revoked_at is not None:
                 raise KeyRevoked(current)
             values: dict[str, Any] = {}
+            if callable(policy):
+                policy = policy(current.policy)
             if policy is not None:
                 values["policy"] = policy.to_dict()
             if name is not None:
@@ -234,19 +241,31 @@ class KeyStore:
 
     async def changes_since(
         self, revision: int, policies: dict[str, Policy]
-    ) -> tuple[Sequence[KeyRecord], int]:
-        """Rows changed after ``revision`` (revoked ones included, so caches can drop them)."""
+    ) -> tuple[Sequence[KeyRecord], set[str], int]:
+        """Keys changed after ``revision``: live ones to (re)load, ids to drop, the newest revision.
+
+        A revoked row is dropped by id without reading its policy, and a live row this
+        version cannot read is dropped too (and logged): a key is refused rather than
+        left with rights it may no longer have.
+        """
         query = select(KEYS).where(KEYS.c.revision > revision).order_by(KEYS.c.revision)
         if revision == 0:
             query = query.where(KEYS.c.revoked_at.is_(None))
         async with self.engine.connect() as conn:
             newest = (await conn.execute(select(COUNTERS.c.value).where(COUNTERS.c.name == "keys"))).scalar()
             rows = (await conn.execute(query)).all()
-        records = []
+        records: list[KeyRecord] = []
+        dropped: set[str] = set()
+        highest = int(newest or 0)
         for row in rows:
+            highest = max(highest, int(row.revision))
+            if row.revoked_at is not None:
+                dropped.add(row.id)
+                continue
             try:
                 records.append(_record(row, policies))
-            except PolicyError:
-                continue  # a row this version cannot read is left out, never half-applied
-        return records, max(int(newest or 0), max((r.revision for r in records), default=0))
+            except (PolicyError, ValueError) as exc:
+                log.error("key %s is refused until fixed: its stored policy cannot be read: %s", row.id, exc)
+                dropped.add(row.id)
+        return records, dropped, highest
 

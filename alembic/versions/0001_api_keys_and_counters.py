@@ -1,4 +1,4 @@
-"""api keys and counters
+"""api keys, counters and meta
 
 Revision ID: 0001
 Revises:
@@ -7,6 +7,7 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -50,9 +51,18 @@ def upgrade() -> None:
     )
     # The key store bumps this row on every change; serving processes poll it.
     op.bulk_insert(counters, [{"name": "keys", "value": 0}])
+    meta = op.create_table(
+        "meta",
+        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    # Signs /v1/models page tokens; shared by every replica through the database, never sent out.
+    op.bulk_insert(meta, [{"name": "page_token_secret", "value": secrets.token_hex(32)}])
 
 
 def downgrade() -> None:
+    op.drop_table("meta")
     op.drop_table("counters")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(

@@ -39,6 +39,7 @@ class Catalog:
     """Canonical ids and aliases, each to its model."""
     version: str
     built_at: float = field(default_factory=time.time)
+    providers: frozenset[str] = frozenset()
 
     def resolve(self, name: str) -> ModelInfo | None:
         return self.by_name.get(name)
@@ -129,5 +130,7 @@ def build_catalog(
     version = hashlib.sha256(msgspec.json.encode(ordered)).hexdigest()[:12]
     if previous is not None and previous.version == version:
         return previous
-    return Catalog(models=ordered, by_name=by_name, version=version)
+    return Catalog(
+        models=ordered, by_name=by_name, version=version, providers=frozenset(m.provider.lower() for m in ordered)
+    )
 

@@ -215,13 +215,14 @@ def build_view(
     )
 
 
-def make_page_token(view: ModelView, offset: int, signing_key: bytes) -> str:
+def make_page_token(view: ModelView, offset: int, secret: bytes, subject: str) -> str:
+    """An opaque token for the page at ``offset``, signed with the server's secret for one key."""
     payload = f"{view.catalog_version}|{view.filter_tag}|{offset}".encode()
-    mac = hmac.new(signing_key, payload, hashlib.sha256).digest()[:12]
+    mac = hmac.new(secret, subject.encode() + b"|" + payload, hashlib.sha256).digest()[:12]
     return base64.urlsafe_b64encode(payload + b"|" + mac).decode().rstrip("=")
 
 
-def read_page_token(token: str, view: ModelView, signing_key: bytes) -> int:
+def read_page_token(token: str, view: ModelView, secret: bytes, subject: str) -> int:
     """The offset a token stands for; raises PageTokenError for any token not made for this view."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -232,7 +233,7 @@ def read_page_token(token: str, view: ModelView, signing_key: bytes) -> int:
         offset = int(offset_text)
     except (ValueError, UnicodeDecodeError):
         raise PageTokenError("page_token is not valid") from None
-    expected = hmac.new(signing_key, payload, hashlib.sha256).digest()[:12]
+    expected = hmac.new(secret, subject.encode() + b"|" + payload, hashlib.sha256).digest()[:12]
     if not hmac.compare_digest(mac, expected) or tag != view.filter_tag or offset < 0:
         raise PageTokenError("page_token is not valid for this key and filter")
     if version != view.catalog_version:

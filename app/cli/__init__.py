@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >= 0.29 vendors click
 
 from app.cli._common import CliError, emit_json, err_console, settings
 from app.cli._keys import keys_app
@@ -50,6 +51,7 @@ def serve(
 
     from app.catalog import CatalogService
     from app.db import ensure_data_dir, upgrade
+    from app.quota import QuotaService
 
     config = settings().with_overrides(
         **{k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
@@ -61,6 +63,7 @@ def serve(
         )
     ensure_data_dir(config)
     CatalogService(config.catalog_file)  # a broken catalog file stops here, in one line
+    QuotaService.check_url(config.limits_url)
     upgrade(config)
     line = {"event": "listening", "url": f"http://{config.host}:{config.port}",
             "database": _safe_url(config.database_url)}
@@ -90,12 +93,34 @@ def _safe_url(url: str) -> str:
 
 
 def main() -> None:
+    """Entry point: every failure ends as one line on stderr and a non-zero exit code."""
+    from sqlalchemy.exc import DBAPIError
+
     from app.catalog import CatalogError
     from app.settings import SettingsError
     from keys import PolicyError, StoreError
 
     try:
-        cli()
+        code = cli(standalone_mode=False)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except NoArgsIsHelpError as exc:  # a bare `poolgate` or `poolgate keys`: show the help
+        if exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())
+        sys.exit(2)
+    except ClickException as exc:  # usage errors: unknown flag, missing argument, bad number
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        _fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
     except (CliError, StoreError, PolicyError, SettingsError, CatalogError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(str(exc), 1)
+    except DBAPIError as exc:
+        _fail(f"database error: {str(exc.orig).splitlines()[0] if exc.orig else exc.__class__.__name__}", 1)
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)

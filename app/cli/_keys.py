@@ -221,23 +221,26 @@ def update(
 ) -> None:
     """Change a key's policy; only the flags given change. Every serving process sees it within 2 s."""
 
-    async def action(store: KeyStore) -> KeyRecord:
-        current = await store.get(ref)
-        p = current.policy
-        policy = Policy(
+    quota_flags = (rpm, rpd, tpm, tpd, max_concurrency, budget_usd, budget_period)
+    expires_at = parse_expiry(expires) if expires is not None else None
+
+    def change(p: Policy) -> Policy:
+        """Applied to the stored policy inside the write transaction: flags not given keep their value."""
+        return Policy(
             allowed_models=_models(models) if models is not None else p.allowed_models,
             allowed_reasoning_efforts=parse_list(efforts) if efforts is not None else p.allowed_reasoning_efforts,
             allowed_modalities=parse_list(modalities) if modalities is not None else p.allowed_modalities,
             allowed_verbosities=parse_list(verbosity) if verbosity is not None else p.allowed_verbosities,
             priority_rules=(parse_list(priority) or ()) if priority is not None else p.priority_rules,
             tier=tier if tier is not None else p.tier,
-            quotas=_quotas(rpm, rpd, tpm, tpd, max_concurrency, budget_usd, budget_period, p.quotas),
+            quotas=_quotas(*quota_flags, base=p.quotas),
         )
-        changes: dict[str, object] = {"policy": policy, "name": name,
-                                      "disabled": None if enable is None else not enable}
-        if expires is not None:
-            changes["expires_at"] = parse_expiry(expires)
-        return await store.update(current.id, **changes)  # type: ignore[arg-type]
+
+    async def action(store: KeyStore) -> KeyRecord:
+        disabled = None if enable is None else not enable
+        if expires is None:
+            return await store.update(ref, policy=change, name=name, disabled=disabled)
+        return await store.update(ref, policy=change, name=name, disabled=disabled, expires_at=expires_at)
 
     record = _session(action)
     if as_json:

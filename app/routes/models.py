@@ -38,7 +38,7 @@ def _not_modified(request: AnyRequest, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def _query(request: AnyRequest) -> tuple[str | None, str | None, int | None, str | None]:
+def _query(request: AnyRequest, providers: frozenset[str]) -> tuple[str | None, str | None, int | None, str | None]:
     query = request.query_params
     endpoint = query.get("endpoint") or None
     if endpoint is not None and endpoint not in ENDPOINTS:
@@ -46,6 +46,10 @@ def _query(request: AnyRequest) -> tuple[str | None, str | None, int | None, str
             f"Invalid endpoint {endpoint!r}: expected one of {', '.join(ENDPOINTS)}.", param="endpoint"
         )
     provider = (query.get("provider") or "").strip().lower() or None
+    if provider is not None and provider not in providers:
+        raise InvalidRequestError(
+            f"Unknown provider {provider!r}: expected one of {', '.join(sorted(providers))}.", param="provider"
+        )
     page_token = query.get("page_token") or None
     size_text = query.get("page_size")
     page_size: int | None = None
@@ -63,22 +67,25 @@ def _query(request: AnyRequest) -> tuple[str | None, str | None, int | None, str
 @get("/v1/models")
 async def list_models(request: AnyRequest, services: Services) -> Response[bytes]:
     key, headers = await _authorize(request, services)
-    endpoint, provider, page_size, page_token = _query(request)
     catalog = services.catalog
+    endpoint, provider, page_size, page_token = _query(request, catalog.catalog.providers)
     view = catalog.view(key.policy, endpoint, provider)
-    headers = {**headers, "etag": view.etag, "cache-control": _CACHE_CONTROL}
-    if _not_modified(request, view.etag):
+    offset = 0
+    if page_token is not None:
+        try:
+            offset = read_page_token(page_token, view, services.page_secret, key.id)
+        except PageTokenError as exc:
+            raise InvalidRequestError(str(exc), param="page_token") from None
+    etag = view.etag if page_size is None else f'{view.etag[:-1]}-{offset}-{page_size}"'
+    headers = {**headers, "etag": etag, "cache-control": _CACHE_CONTROL}
+    if _not_modified(request, etag):
         return Response(content=b"", status_code=304, headers=headers)
     age = str(int(time.time() - catalog.catalog.built_at)).encode()
     if page_size is None:
         body = view.prefix + age + b"}"
     else:
-        try:
-            offset = 0 if page_token is None else read_page_token(page_token, view, key.secret_digest)
-        except PageTokenError as exc:
-            raise InvalidRequestError(str(exc), param="page_token") from None
         items, has_more = view.page(offset, page_size)
-        next_token = make_page_token(view, offset + page_size, key.secret_digest) if has_more else None
+        next_token = make_page_token(view, offset + page_size, services.page_secret, key.id) if has_more else None
         body = (
             b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":'
             + (b"true" if has_more else b"false") + b',"next_page_token":' + msgspec.json.encode(next_token)

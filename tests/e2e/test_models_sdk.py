@@ -33,6 +33,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "everything": Policy(allowed_models=("*",)),
         "nothing": Policy(allowed_models=()),
         "limited": Policy(allowed_models=("*",), quotas=Quotas(rpm=2)),
+        "metered": Policy(allowed_models=("o3*",), quotas=Quotas(rpm=1000, rpd=5000)),
         "off": Policy(allowed_models=("*",)),
     }
     keys = {name: create_key(settings, name, policy)[1] for name, policy in policies.items()}
@@ -67,8 +68,12 @@ def test_an_empty_model_list_allows_nothing(deployment: Deployment) -> None:
     assert deployment.client("nothing").models.list().data == []
 
 
-def test_unknown_key_raises_authentication_error(deployment: Deployment) -> None:
-    client = openai.OpenAI(base_url=deployment.server.base_url + "/v1", api_key="pg_nonsense")
+@pytest.mark.parametrize("kind", ["garbage", "well-formed but unknown"])
+def test_unknown_key_raises_authentication_error(deployment: Deployment, kind: str) -> None:
+    from keys import generate_token
+
+    api_key = "pg_nonsense" if kind == "garbage" else generate_token()[0]  # valid checksum, no such key
+    client = openai.OpenAI(base_url=deployment.server.base_url + "/v1", api_key=api_key)
     with pytest.raises(openai.AuthenticationError) as info:
         client.models.list()
     assert info.value.code == "invalid_api_key"
@@ -119,16 +124,24 @@ def test_over_quota_raises_rate_limit_error_with_retry_after(deployment: Deploym
 
 def test_rate_limit_headers_and_etag_on_the_raw_response(deployment: Deployment) -> None:
     http = deployment.server.http
-    first = http.get("/v1/models", deployment.keys["alice"])
+    key = deployment.keys["metered"]
+    first = http.get("/v1/models", key)
     assert first.status == 200
     body = first.json()
     assert body["object"] == "list" and body["catalog_version"]
     assert isinstance(body["catalog_age_seconds"], int)
+    assert first.headers["x-ratelimit-limit-requests"] == "1000"  # the window closest to running out
+    remaining = int(first.headers["x-ratelimit-remaining-requests"])
+    assert remaining == 999
+    assert first.headers["x-ratelimit-reset-requests"].endswith("s")
     etag = first.headers["etag"]
-    again = http.get("/v1/models", deployment.keys["alice"], {"If-None-Match": etag})
+    again = http.get("/v1/models", key, {"If-None-Match": etag})
     assert again.status == 304 and again.body == b""
+    assert int(again.headers["x-ratelimit-remaining-requests"]) == remaining - 1
     other = http.get("/v1/models", deployment.keys["everything"], {"If-None-Match": etag})
     assert other.status == 200  # another key's view is another representation
+    missing = http.get("/v1/models/gpt-4o", key)
+    assert missing.status == 403 and "x-ratelimit-remaining-requests" in missing.headers
 
 
 def test_filters_and_pagination(deployment: Deployment) -> None:
@@ -152,11 +165,20 @@ def test_filters_and_pagination(deployment: Deployment) -> None:
         page = http.get(f"/v1/models?page_size=7&page_token={page['next_page_token']}", key).json()
     assert seen == full
 
-    token = http.get("/v1/models?page_size=7", key).json()["next_page_token"]
+    first_page = http.get("/v1/models?page_size=7", key)
+    token = first_page.json()["next_page_token"]
     forged = http.get(f"/v1/models?page_size=7&page_token={token[:-3]}xyz", key)
     assert forged.status == 400 and forged.json()["error"]["param"] == "page_token"
     other_key = http.get(f"/v1/models?page_size=7&page_token={token}", deployment.keys["alice"])
     assert other_key.status == 400
+    with_etag = http.get(f"/v1/models?page_size=7&page_token={token[:-3]}xyz", key,
+                         {"If-None-Match": first_page.headers["etag"]})
+    assert with_etag.status == 400  # a bad token is refused before any 304
+    second_page = http.get(f"/v1/models?page_size=7&page_token={token}", key)
+    assert second_page.headers["etag"] != first_page.headers["etag"]
+
+    unknown = http.get("/v1/models?provider=acme", key)
+    assert unknown.status == 400 and unknown.json()["error"]["param"] == "provider"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -9,7 +11,7 @@ from alembic.migration import MigrationContext
 from app.db import create_engine, downgrade, metadata, upgrade
 from app.settings import Settings
 from keys import Policy
-from tests.support import create_key
+from tests.support import ROOT, create_key, env_for
 
 
 def _tables(settings: Settings) -> set[str]:
@@ -46,3 +48,19 @@ def test_the_models_and_the_migrations_agree(settings: Settings) -> None:
         return list(result)
 
     assert asyncio.run(diff()) == []
+
+
+def test_processes_starting_together_on_a_fresh_database_all_migrate(settings: Settings) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "app", "db", "upgrade"], cwd=ROOT, env=env_for(settings),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    results = [(proc.wait(timeout=60), proc.stderr.read() if proc.stderr else "") for proc in procs]
+    for proc in procs:
+        if proc.stderr:
+            proc.stderr.close()
+    assert [code for code, _ in results] == [0] * 6, results
+    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
+        assert db.execute("select value from counters where name='keys'").fetchone() == (0,)
+        assert len(db.execute("select value from meta where name='page_token_secret'").fetchone()[0]) == 64

@@ -21,7 +21,18 @@ from app.db import create_engine, upgrade
 from app.settings import Settings
 from keys import KeyRecord, KeyStore, Policy
 
-__all__ = ["CliResult", "Http", "ServerProcess", "create_key", "free_port", "poolgate", "wait_for"]
+__all__ = [
+    "ROOT",
+    "CliResult",
+    "GiveUp",
+    "Http",
+    "ServerProcess",
+    "create_key",
+    "env_for",
+    "free_port",
+    "poolgate",
+    "wait_for",
+]
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +44,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class GiveUp(Exception):
+    """Raised by a check passed to :func:`wait_for` when waiting longer cannot help."""
+
+
 def wait_for(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -40,6 +55,8 @@ def wait_for(check: Callable[[], T], *, timeout: float = 10.0, interval: float =
     while time.monotonic() < deadline:
         try:
             result = check()
+        except GiveUp:
+            raise
         except Exception as exc:
             last_error = exc
         else:
@@ -156,7 +173,7 @@ class ServerProcess:
     def _healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            raise GiveUp(f"server exited with {self.process.returncode}: {self.log()}")
         try:
             return self.http.get("/healthz").status == 200
         except OSError:

@@ -36,7 +36,8 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     [
         ({"POOLGATE_PORT": "http"}, "POOLGATE_PORT: expected an integer, got 'http'"),
         ({"POOLGATE_PORT": "70000"}, "POOLGATE_PORT: expected 1-65535, got 70000"),
-        ({"POOLGATE_LIMITS_URL": "mem"}, "POOLGATE_LIMITS_URL: expected a limits storage URL"),
+        ({"POOLGATE_LIMITS_URL": "mem"}, "POOLGATE_LIMITS_URL: expected memory:// or a Redis URL"),
+        ({"POOLGATE_LIMITS_URL": "mongodb://db"}, "POOLGATE_LIMITS_URL: expected memory:// or a Redis URL"),
         ({"POOLGATE_DATABASE_URL": "mysql://x"}, "POOLGATE_DATABASE_URL: expected sqlite"),
         ({"POOLGATE_LOG_LEVEL": "loud"}, "POOLGATE_LOG_LEVEL: expected one of"),
         ({"POOLGATE_DATA_DIR": ""}, "POOLGATE_DATA_DIR: must not be empty"),

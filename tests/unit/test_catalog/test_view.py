@@ -92,23 +92,28 @@ def test_etag_follows_the_content() -> None:
     a = build_view(CATALOG, Policy(allowed_models=("o3",)), None, None)
     b = build_view(CATALOG, Policy(allowed_models=("o3",)), None, None)
     c = build_view(CATALOG, Policy(allowed_models=("o3", "gpt-5")), None, None)
+    trimmed = build_view(CATALOG, Policy(allowed_models=("o3",), allowed_reasoning_efforts=("low",)), None, None)
     assert a.etag == b.etag != c.etag
+    assert trimmed.ids == a.ids and trimmed.etag != a.etag  # same models, different content
 
 
 def test_page_tokens_round_trip_and_refuse_forgery_other_keys_and_stale_catalogs() -> None:
     policy = Policy(allowed_models=("*",))
     view = build_view(CATALOG, policy, None, None)
-    token = make_page_token(view, 5, b"key-a-hash")
-    assert read_page_token(token, view, b"key-a-hash") == 5
+    secret = b"server-secret"
+    token = make_page_token(view, 5, secret, "key-a")
+    assert read_page_token(token, view, secret, "key-a") == 5
     with pytest.raises(PageTokenError, match="not valid for this key"):
-        read_page_token(token, view, b"key-b-hash")
+        read_page_token(token, view, secret, "key-b")
+    with pytest.raises(PageTokenError, match="not valid for this key"):
+        read_page_token(make_page_token(view, 5, b"guessed", "key-a"), view, secret, "key-a")
     with pytest.raises(PageTokenError):
-        read_page_token(token[:-2] + "AA", view, b"key-a-hash")
+        read_page_token(token[:-2] + "AA", view, secret, "key-a")
     with pytest.raises(PageTokenError, match="not valid"):
-        read_page_token("garbage!", view, b"key-a-hash")
+        read_page_token("garbage!", view, secret, "key-a")
     newer = build_catalog(load_bundled(), {"models": [{"id": "o3", "priority": 1}]})
     with pytest.raises(PageTokenError, match="stale"):
-        read_page_token(token, build_view(newer, policy, None, None), b"key-a-hash")
+        read_page_token(token, build_view(newer, policy, None, None), secret, "key-a")
 
 
 def test_the_view_cache_reuses_views_and_follows_catalog_versions() -> None:
