@@ -32,6 +32,7 @@ class Services:
         self.quota = QuotaService(settings.limits_url)
         self.last_sync = 0.0
         self.page_secret = b""
+        self.views_warm = False
         self._sync_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -54,6 +55,7 @@ class Services:
         """Pick up key changes and catalog file edits made elsewhere, once per sync interval."""
         interval = self.settings.sync_interval
         await self.catalog.warm(self.keys.policies())
+        self.views_warm = True
         while True:
             await asyncio.sleep(interval)
             # Each step guards itself: nothing may end this loop, or revocations would stop arriving.
@@ -70,6 +72,8 @@ class Services:
                 log.exception("catalog reload failed; still serving version %s", self.catalog.catalog.version)
 
     async def ready(self) -> tuple[bool, str]:
+        if not self.views_warm:
+            return False, "pre-rendering model views"
         stale = time.monotonic() - self.last_sync
         if stale > max(10.0, self.settings.sync_interval * 20):
             return False, f"key store not synced for {stale:.0f}s"

@@ -140,6 +140,13 @@ def _show(record: KeyRecord, title: str | None = None) -> None:
     console.print(Panel(table, title=title, expand=False) if title else table)
 
 
+def _report(record: KeyRecord, as_json: bool, title: str | None = None) -> None:
+    if as_json:
+        emit_json(record.public(time.time()))
+    else:
+        _show(record, title=title)
+
+
 def _print_token(record: KeyRecord, token: str, as_json: bool, verb: str) -> None:
     if as_json:
         emit_json({"id": record.id, "name": record.name, "key": token, **record.public(time.time())})
@@ -200,11 +207,7 @@ def list_keys(
 @keys_app.command("show")
 def show(ref: Ref, as_json: JsonFlag = False) -> None:
     """Show one key's policy and status."""
-    record = _session(lambda store: store.get(ref))
-    if as_json:
-        emit_json(record.public(time.time()))
-    else:
-        _show(record)
+    _report(_session(lambda store: store.get(ref)), as_json)
 
 
 @keys_app.command("update")
@@ -242,11 +245,7 @@ def update(
             return await store.update(ref, policy=change, name=name, disabled=disabled)
         return await store.update(ref, policy=change, name=name, disabled=disabled, expires_at=expires_at)
 
-    record = _session(action)
-    if as_json:
-        emit_json(record.public(time.time()))
-    else:
-        _show(record, title="key updated")
+    _report(_session(action), as_json, title="key updated")
 
 
 @keys_app.command("revoke")

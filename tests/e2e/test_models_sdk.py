@@ -202,3 +202,16 @@ def test_a_bad_filter_raises_bad_request_error(deployment: Deployment) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         deployment.client("alice").models.list(extra_query={"endpoint": "images"})
     assert info.value.code == "invalid_request"
+
+
+def test_health_and_readiness(deployment: Deployment) -> None:
+    http = deployment.server.http
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status == 200 and ready.json()["status"] == "ready"
+
+
+def test_unknown_paths_and_methods_get_the_envelope(deployment: Deployment) -> None:
+    response = deployment.server.http.get("/v2/everything", deployment.keys["alice"])
+    assert response.status == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
