@@ -24,9 +24,14 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RequestTooLargeError",
+    "ServiceUnavailableError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
     "error_body",
     "error_response",
     "exception_handler",
+    "sse_error_frame",
 ]
 
 log = logging.getLogger("poolgate.errors")
@@ -102,6 +107,42 @@ class RateLimitError(GatewayError):
         merged["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
         super().__init__(message, code=code, headers=merged)
         self.retry_after = wait
+
+
+class RequestTooLargeError(GatewayError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeoutError(GatewayError):
+    status_code = 504
+    type = "server_error"
+    code = "upstream_timeout"
+
+
+class ServiceUnavailableError(GatewayError):
+    status_code = 503
+    type = "server_error"
+    code = "no_upstream_available"
+
+
+def sse_error_frame(exc: GatewayError, endpoint: str) -> bytes:
+    """The event that ends a stream whose upstream failed after the first byte (no [DONE] follows).
+
+    Chat completions streams carry OpenAI's error envelope as a data line; Responses
+    streams carry an ``error`` event, which Responses clients already understand.
+    """
+    if endpoint == "responses":
+        payload = _ENCODER.encode({"type": "error", "code": exc.code, "message": exc.message, "param": exc.param})
+        return b"event: error\ndata: " + payload + b"\n\n"
+    return b"data: " + error_body(exc.message, exc.type, exc.code, exc.param) + b"\n\n"
 
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:

@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=None,
         logging_config=None,
         debug=False,
-        request_max_body_size=1_048_576,
+        request_max_body_size=settings.max_body_bytes,
     )
 
 

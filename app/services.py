@@ -12,7 +12,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalog import CatalogService
+from app.crypto import Vault, VaultError
 from app.db import create_engine, read_meta
+from app.pool import Pool, UpstreamStore
+from app.proxy import ProxyService, Relay
 from app.quota import QuotaService
 from app.settings import Settings, SettingsError
 from keys import KeyCache, KeyStore
@@ -30,6 +33,10 @@ class Services:
         self.keys = KeyCache(self.store)
         self.catalog = CatalogService(settings.catalog_file)
         self.quota = QuotaService(settings.limits_url)
+        self.vault = Vault.from_settings(settings)
+        self.pool = Pool(UpstreamStore(engine, self.vault), self.vault, settings.balancer)
+        self.relay = Relay(self.pool, settings)
+        self.proxy = ProxyService(self.relay, self.catalog)
         self.last_sync = 0.0
         self.page_secret = b""
         self.views_warm = False
@@ -41,12 +48,16 @@ class Services:
         services = cls(settings, engine)
         try:
             await services.keys.refresh()
+            await services.pool.refresh()
             services.page_secret = bytes.fromhex(await read_meta(engine, "page_token_secret") or "")
         except (OperationalError, ProgrammingError) as exc:
             await engine.dispose()
             raise SettingsError(
                 f"the database at POOLGATE_DATABASE_URL is not ready ({exc.orig}); run `poolgate db upgrade`"
             ) from None
+        except VaultError as exc:
+            await engine.dispose()
+            raise SettingsError(str(exc)) from None
         services.last_sync = time.monotonic()
         services._sync_task = asyncio.create_task(services._sync_forever(), name="poolgate-sync")
         return services
@@ -65,6 +76,11 @@ class Services:
                 self.last_sync = time.monotonic()
             except Exception as exc:  # the next round tries again; requests keep the last good cache
                 log.warning("key sync failed, serving the cached keys: %s", exc)
+            try:
+                if await self.pool.refresh():
+                    await self.relay.prune()
+            except Exception as exc:
+                log.warning("upstream sync failed, keeping the current pool: %s", exc)
             try:
                 if self.catalog.reload_if_changed() or changed:
                     await self.catalog.warm(self.keys.policies())
@@ -89,5 +105,6 @@ class Services:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
+        await self.relay.close()
         await self.quota.close()
         await self.engine.dispose()

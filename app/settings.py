@@ -17,6 +17,7 @@ __all__ = ["Settings", "SettingsError"]
 PREFIX = "POOLGATE_"
 LIMITS_SCHEMES = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+BALANCERS = ("least_inflight", "round_robin", "weighted_random", "latency", "usage")
 
 
 class SettingsError(ValueError):
@@ -34,6 +35,14 @@ class Settings:
     workers: int = 1
     sync_interval: float = 0.5
     log_level: str = "info"
+    encryption_keys: tuple[str, ...] = ()
+    """Fernet keys for upstream credentials, newest first; empty means a key file in the data dir."""
+    balancer: str = "least_inflight"
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 300.0
+    idle_timeout: float = 120.0
+    total_timeout: float = 1800.0
+    max_body_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -74,6 +83,22 @@ class Settings:
             if level not in LOG_LEVELS:
                 raise SettingsError(f"{PREFIX}LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
             values["log_level"] = level
+        if (raw := _read(env, "ENCRYPTION_KEYS")) is not None:
+            values["encryption_keys"] = _fernet_keys(raw)
+        if (raw := _read(env, "BALANCER")) is not None:
+            if raw.strip() not in BALANCERS:
+                raise SettingsError(f"{PREFIX}BALANCER: expected one of {', '.join(BALANCERS)}, got {raw!r}")
+            values["balancer"] = raw.strip()
+        for name, field_name, high in (
+            ("CONNECT_TIMEOUT", "connect_timeout", 300.0),
+            ("FIRST_BYTE_TIMEOUT", "first_byte_timeout", 3600.0),
+            ("IDLE_TIMEOUT", "idle_timeout", 3600.0),
+            ("TOTAL_TIMEOUT", "total_timeout", 86400.0),
+        ):
+            if (raw := _read(env, name)) is not None:
+                values[field_name] = _float(name, raw, 0.1, high)
+        if (raw := _read(env, "MAX_BODY_BYTES")) is not None:
+            values["max_body_bytes"] = _int("MAX_BODY_BYTES", raw, 1024, 1024 * 1024 * 1024)
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -138,6 +163,27 @@ def _database_url(raw: str) -> str:
             f"{PREFIX}DATABASE_URL: expected sqlite:///path or postgresql://..., got {_redact(url)!r}"
         )
     return url
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    """Comma- or newline-separated Fernet keys, newest first."""
+    import base64
+    import binascii
+
+    keys = tuple(part.strip() for part in raw.replace("\n", ",").split(",") if part.strip())
+    if not keys:
+        raise SettingsError(f"{PREFIX}ENCRYPTION_KEYS: no key given")
+    for position, key in enumerate(keys, 1):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise SettingsError(
+                f"{PREFIX}ENCRYPTION_KEYS: key {position} is not a Fernet key (32 url-safe base64 bytes; "
+                "make one with: poolgate secrets generate)"
+            )
+    return keys
 
 
 def _redact(url: str) -> str:

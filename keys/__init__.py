@@ -20,7 +20,17 @@ from keys._policy import (
     validate_pattern,
 )
 from keys._records import KeyRecord, KeyStatus
-from keys._store import WRITE_OPTION, KeyNameTaken, KeyNotFound, KeyRevoked, KeyStore, StoreError
+from keys._store import (
+    WRITE_OPTION,
+    KeyNameTaken,
+    KeyNotFound,
+    KeyRevoked,
+    KeyStore,
+    StoreError,
+    bump_counter,
+    read_counter,
+    write_transaction,
+)
 from keys._table import ApiKeyRow, CounterRow
 from keys._token import generate_token, hash_secret, parse_token
 
@@ -47,9 +57,12 @@ __all__ = [
     "Quotas",
     "Rejection",
     "StoreError",
+    "bump_counter",
     "generate_token",
     "hash_secret",
     "parse_token",
     "policy_from_dict",
+    "read_counter",
     "validate_pattern",
+    "write_transaction",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,9 @@ from keys._token import generate_token, hash_secret
 
 __all__ = [
     "WRITE_OPTION",
+    "bump_counter",
+    "read_counter",
+    "write_transaction",
     "KeyNameTaken",
     "KeyNotFound",
     "KeyRevoked",
@@ -42,6 +45,32 @@ KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
 COUNTERS: Table = CounterRow.__table__  # type: ignore[attr-defined]
 MAX_NAME = 200
 _UNSET: Any = object()
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction; on SQLite it begins with ``BEGIN IMMEDIATE`` (see ``WRITE_OPTION``)."""
+    async with engine.connect() as plain:
+        conn = await plain.execution_options(**{WRITE_OPTION: True})
+        async with conn.begin():
+            yield conn
+
+
+async def bump_counter(conn: AsyncConnection, name: str) -> int:
+    """Increment a change counter inside the caller's transaction and return its new value."""
+    result = await conn.execute(
+        update(COUNTERS).where(COUNTERS.c.name == name).values(value=COUNTERS.c.value + 1).returning(COUNTERS.c.value)
+    )
+    value = result.scalar_one_or_none()
+    if value is None:
+        raise StoreError("the database is not initialised: run `poolgate db upgrade`")
+    return int(value)
+
+
+async def read_counter(engine: AsyncEngine, name: str) -> int:
+    async with engine.connect() as conn:
+        value = (await conn.execute(select(COUNTERS.c.value).where(COUNTERS.c.name == name))).scalar()
+    return int(value or 0)
 
 
 class StoreError(Exception):
@@ -112,22 +141,11 @@ class KeyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as plain:
-            conn = await plain.execution_options(**{WRITE_OPTION: True})
-            async with conn.begin():
-                yield conn
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return write_transaction(self.engine)
 
     async def _bump(self, conn: AsyncConnection) -> int:
-        result = await conn.execute(
-            update(COUNTERS).where(COUNTERS.c.name == "keys").values(value=COUNTERS.c.value + 1)
-            .returning(COUNTERS.c.value)
-        )
-        value = result.scalar_one_or_none()
-        if value is None:
-            raise StoreError("the database is not initialised: run `poolgate db upgrade`")
-        return int(value)
+        return await bump_counter(conn, "keys")
 
     async def _find(self, conn: AsyncConnection, ref: str) -> KeyRecord:
         """By id, else by name (the live key of that name, else the newest revoked one)."""
@@ -235,9 +253,7 @@ class KeyStore:
             return [_record(row, policies) for row in await conn.execute(query)]
 
     async def revision(self) -> int:
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(select(COUNTERS.c.value).where(COUNTERS.c.name == "keys"))).scalar()
-        return int(value or 0)
+        return await read_counter(self.engine, "keys")
 
     async def changes_since(
         self, revision: int, policies: dict[str, Policy]

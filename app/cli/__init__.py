@@ -11,6 +11,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >
 from app.cli._common import CliError, emit_json, err_console, settings
 from app.cli._keys import keys_app
 from app.cli._models import models_app
+from app.cli._upstreams import secrets_app, upstreams_app
 
 __all__ = ["cli", "main"]
 
@@ -22,6 +23,8 @@ cli = typer.Typer(
 )
 cli.add_typer(keys_app, name="keys")
 cli.add_typer(models_app, name="models")
+cli.add_typer(upstreams_app, name="upstreams")
+cli.add_typer(secrets_app, name="secrets")
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 cli.add_typer(db_app, name="db")
 
@@ -97,6 +100,7 @@ def main() -> None:
     from sqlalchemy.exc import DBAPIError
 
     from app.catalog import CatalogError
+    from app.crypto import VaultError
     from app.settings import SettingsError
     from keys import PolicyError, StoreError
 
@@ -112,7 +116,7 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         _fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
-    except (CliError, StoreError, PolicyError, SettingsError, CatalogError) as exc:
+    except (CliError, StoreError, PolicyError, SettingsError, CatalogError, VaultError) as exc:
         _fail(str(exc), 1)
     except DBAPIError as exc:
         _fail(f"database error: {str(exc.orig).splitlines()[0] if exc.orig else exc.__class__.__name__}", 1)

@@ -9,25 +9,17 @@ import msgspec
 from litestar import Response, get
 
 from app._types import AnyRequest
-from app.access import authenticate, model_not_found
+from app.access import model_not_found
 from app.catalog import ENDPOINTS, PageTokenError, make_page_token, read_page_token
 from app.errors import InvalidRequestError, PermissionDeniedError
+from app.routes._auth import authorize
 from app.services import Services
-from keys import KeyRecord
 
 __all__ = ["list_models", "retrieve_model"]
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 _CACHE_CONTROL = "private, no-cache"
-
-
-async def _authorize(request: AnyRequest, services: Services) -> tuple[KeyRecord, dict[str, str]]:
-    """The calling key and its rate-limit headers; the headers also go on any error that follows."""
-    key = authenticate(request.headers, services.keys)
-    headers = await services.quota.take_request(key)
-    request.scope["state"]["ratelimit_headers"] = headers
-    return key, headers
 
 
 def _not_modified(request: AnyRequest, etag: str) -> bool:
@@ -66,7 +58,7 @@ def _query(request: AnyRequest, providers: frozenset[str]) -> tuple[str | None, 
 
 @get("/v1/models")
 async def list_models(request: AnyRequest, services: Services) -> Response[bytes]:
-    key, headers = await _authorize(request, services)
+    key, headers = await authorize(request, services)
     catalog = services.catalog
     endpoint, provider, page_size, page_token = _query(request, catalog.catalog.providers)
     view = catalog.view(key.policy, endpoint, provider)
@@ -97,7 +89,7 @@ async def list_models(request: AnyRequest, services: Services) -> Response[bytes
 
 @get("/v1/models/{model_id:path}")
 async def retrieve_model(request: AnyRequest, services: Services, model_id: str) -> Response[bytes]:
-    key, headers = await _authorize(request, services)
+    key, headers = await authorize(request, services)
     name = str(model_id).lstrip("/")
     model = services.catalog.catalog.resolve(name)
     if model is None:

@@ -1,0 +1,115 @@
+"""The pool: every upstream's live state, chosen per request by tier, health and strategy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from app.crypto import Vault
+from app.pool._balancer import STRATEGIES, rendezvous
+from app.pool._state import UpstreamState
+from app.pool._store import UpstreamRecord, UpstreamStore
+
+__all__ = ["NoUpstream", "Pool", "PoolExhausted"]
+
+log = logging.getLogger("poolgate.pool")
+
+
+class NoUpstream(Exception):
+    """No enabled upstream serves the model, or every one that does is ejected."""
+
+
+class PoolExhausted(Exception):
+    """Every upstream that serves the model is cooling down or at its concurrency limit."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Pool:
+    def __init__(self, store: UpstreamStore, vault: Vault, strategy: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._vault = vault
+        self.strategy = strategy
+        self.clock = clock
+        self.states: dict[str, UpstreamState] = {}
+        self.revision = -1
+
+    async def refresh(self) -> bool:
+        """Reload upstreams when the store changed; live counters survive for unchanged ones."""
+        revision = await self._store.revision()
+        if revision == self.revision:
+            return False
+        self.apply(await self._store.list())
+        self.revision = revision
+        return True
+
+    def apply(self, records: Sequence[UpstreamRecord]) -> None:
+        states: dict[str, UpstreamState] = {}
+        for record in records:
+            old = self.states.get(record.id)
+            if old is not None and old.record.revision == record.revision:
+                states[record.id] = old
+                continue
+            state = UpstreamState(record, self._auth_headers(record))
+            if old is not None:  # keep what we learned about its health
+                state.inflight, state.cooldown_until = old.inflight, old.cooldown_until
+                state.ejected_until, state.ejections = old.ejected_until, old.ejections
+                state.latency_ewma = old.latency_ewma
+            states[record.id] = state
+        self.states = states
+
+    def _auth_headers(self, record: UpstreamRecord) -> dict[str, str]:
+        if record.credential is None:
+            return {}
+        secret = self._vault.decrypt(record.credential, what=f"the credential of upstream {record.name!r}")
+        return {"authorization": f"Bearer {secret}"}
+
+    def candidates(self, names: tuple[str, ...], key_tier: int) -> list[UpstreamState]:
+        return [s for s in self.states.values() if s.tier >= key_tier and s.serves(names)]
+
+    def choose(
+        self, names: tuple[str, ...], key_tier: int, *, strategy: str | None = None, sticky: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> UpstreamState:
+        """The upstream for one attempt; raises NoUpstream (503) or PoolExhausted (429)."""
+        serving = [s for s in self.candidates(names, key_tier) if s.id not in exclude]
+        if not serving:
+            raise NoUpstream(f"No upstream serves the model '{names[0]}' for this key.")
+        now = self.clock()
+        available = [s for s in serving if s.available(now)]
+        if not available:
+            waiting = [s for s in serving if s.ejected_until <= now]  # cooling down or full, not down
+            if not waiting:
+                raise NoUpstream(f"Every upstream for the model '{names[0]}' is failing; try again shortly.")
+            recovery = min(max(s.cooldown_until - now, 0.0) for s in waiting)
+            raise PoolExhausted(
+                f"Every upstream for the model '{names[0]}' is rate-limited or busy.", max(recovery, 0.05)
+            )
+        best = min(s.tier for s in available)
+        tier = [s for s in available if s.tier == best]
+        if sticky:
+            return rendezvous(tier, sticky)
+        return STRATEGIES[strategy or self.strategy](tier)
+
+    def earliest_recovery(self, names: tuple[str, ...], key_tier: int) -> float | None:
+        """Seconds until the first cooling-down upstream for the model is back, if any is cooling."""
+        now = self.clock()
+        waits = [s.cooldown_until - now for s in self.candidates(names, key_tier) if s.cooldown_until > now]
+        return min(waits) if waits else None
+
+    def may_eject(self, state: UpstreamState) -> bool:
+        """Never eject the last healthy upstream: a failing one beats none."""
+        now = self.clock()
+        return any(
+            other is not state and other.record.enabled and other.ejected_until <= now
+            for other in self.states.values()
+        )
+
+    def report_failure(self, state: UpstreamState) -> None:
+        if state.failed(self.clock(), self.may_eject(state)):
+            log.warning("upstream %s ejected for %.0fs after repeated failures",
+                        state.name, state.ejected_until - self.clock())

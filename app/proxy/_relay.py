@@ -1,0 +1,322 @@
+"""Relaying one request to the pool: choose, call, retry before the first byte, stream after it.
+
+What reaches the client is decided here: an upstream's success or a client-caused error
+passes through; an upstream failure (5xx, timeout, refused connection, a 429 of the
+shared account) moves the request to another upstream while nothing has been sent,
+within a retry budget. Once the first byte is out, a failure ends the stream with an
+error event and no ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from litestar import Response
+from litestar.response import Stream
+
+from app.errors import (
+    GatewayError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    error_body,
+    sse_error_frame,
+)
+from app.pool import NoUpstream, Pool, PoolExhausted, UpstreamState
+from app.proxy._request import ClientRequest
+from app.proxy._usage import StreamUsage, Usage, usage_from_body
+from app.settings import Settings
+
+__all__ = ["Outcome", "Relay", "RetryBudget"]
+
+log = logging.getLogger("poolgate.access")
+
+PATHS = {"chat_completions": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+MAX_ATTEMPTS = 3
+# Client headers an upstream may see; everything else (the client's credential above all) stays here.
+FORWARD_HEADERS = frozenset({
+    "accept", "openai-beta", "idempotency-key", "originator", "session-id", "session_id", "thread-id",
+    "x-client-request-id", "conversation_id", "x-stainless-lang", "x-stainless-package-version",
+    "x-stainless-os", "x-stainless-arch", "x-stainless-runtime", "x-stainless-runtime-version",
+})
+FORWARD_PREFIXES = ("x-codex-",)
+RETURN_HEADERS = ("x-request-id", "openai-processing-ms")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one request did; read by usage accounting and the access log."""
+
+    key_id: str
+    model: str
+    endpoint: str
+    stream: bool
+    upstream: str | None = None
+    status: int = 0
+    attempts: int = 0
+    usage: Usage | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+    finished: float | None = None
+    error: str | None = None
+
+    def log(self) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        usage = self.usage or Usage()
+        end = self.finished or time.monotonic()
+        ttfb = "-" if self.first_byte is None else f"{(self.first_byte - self.started) * 1000:.1f}"
+        log.info(
+            "key=%s model=%s endpoint=%s upstream=%s status=%s stream=%s attempts=%d tokens_in=%d tokens_out=%d "
+            "cached=%d reasoning=%d latency_ms=%.1f ttfb_ms=%s%s",
+            self.key_id, self.model, self.endpoint, self.upstream or "-", self.status, self.stream, self.attempts,
+            usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens,
+            (end - self.started) * 1000, ttfb, f" error={self.error}" if self.error else "",
+        )
+
+
+class RetryBudget:
+    """Retries may add at most 20% to the attempts of the last ten seconds, or 3 at once at least."""
+
+    def __init__(self, ratio: float = 0.2, minimum: int = 3, window: float = 10.0) -> None:
+        self.ratio, self.minimum, self.window = ratio, minimum, window
+        self._start = time.monotonic()
+        self._requests = 0.0
+        self._retries = 0.0
+        self.retrying = 0
+
+    def _roll(self) -> None:
+        now = time.monotonic()
+        if now - self._start > self.window:  # halve the counts each window: a cheap moving average
+            self._requests /= 2
+            self._retries /= 2
+            self._start = now
+
+    def request(self) -> None:
+        self._roll()
+        self._requests += 1
+
+    def try_retry(self) -> bool:
+        self._roll()
+        if self.retrying < self.minimum or self._retries < self.ratio * self._requests:
+            self._retries += 1
+            return True
+        return False
+
+
+class _Retry(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Relay:
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.budget = RetryBudget()
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout, connect=settings.connect_timeout, sock_read=settings.idle_timeout
+        )
+
+    def _session(self, state: UpstreamState) -> aiohttp.ClientSession:
+        session = self._sessions.get(state.id)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=state.record.max_concurrency or 0, keepalive_timeout=60,
+                                             ttl_dns_cache=300, enable_cleanup_closed=True)
+            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+                                            skip_auto_headers=("User-Agent",))
+            self._sessions[state.id] = session
+        return session
+
+    async def prune(self) -> None:
+        """Close the connections of upstreams that left the pool."""
+        for upstream_id in [i for i in self._sessions if i not in self.pool.states]:
+            await self._sessions.pop(upstream_id).close()
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    async def relay(
+        self, request: ClientRequest, client_headers: Mapping[str, str], key_tier: int, key_headers: dict[str, str],
+        outcome: Outcome,
+    ) -> Response[Any]:
+        """Send the request to the pool until an upstream answers; see the module docstring."""
+        forward = {name: value for name, value in client_headers.items()
+                   if name in FORWARD_HEADERS or name.startswith(FORWARD_PREFIXES)}
+        forward["content-type"] = "application/json"
+        forward.setdefault("accept", "text/event-stream" if request.stream else "application/json")
+        self.budget.request()
+        names = request.model.names
+        tried: set[str] = set()
+        last: GatewayError | None = None
+        retrying = False
+        try:
+            while True:
+                try:
+                    state = self.pool.choose(names, key_tier, sticky=request.sticky, exclude=frozenset(tried))
+                except PoolExhausted as exc:
+                    raise RateLimitError(str(exc), retry_after=exc.retry_after, code="pool_exhausted") from None
+                except NoUpstream as exc:
+                    if isinstance(last, RateLimitError):  # every upstream tried is rate-limited
+                        wait = self.pool.earliest_recovery(names, key_tier) or last.retry_after
+                        raise RateLimitError(
+                            f"Every upstream for the model '{names[0]}' is rate-limited.", retry_after=wait,
+                            code="pool_exhausted",
+                        ) from None
+                    raise (last or ServiceUnavailableError(str(exc))) from None
+                tried.add(state.id)
+                outcome.attempts += 1
+                outcome.upstream = state.name
+                try:
+                    return await self._attempt(state, request, forward, key_headers, outcome)
+                except _Retry as retry:
+                    last = retry.error
+                    if outcome.attempts >= MAX_ATTEMPTS or not (retrying or self.budget.try_retry()):
+                        raise last from None
+                    if not retrying:
+                        retrying = True
+                        self.budget.retrying += 1
+        finally:
+            if retrying:
+                self.budget.retrying -= 1
+
+    async def _attempt(
+        self, state: UpstreamState, request: ClientRequest, forward: dict[str, str], key_headers: dict[str, str],
+        outcome: Outcome,
+    ) -> Response[Any]:
+        url = state.record.base_url + PATHS[request.endpoint]
+        body = request.upstream_body(state.upstream_model(request.model.names))
+        clock = self.pool.clock
+        started = clock()
+        state.inflight += 1
+        handed_over = False
+        response: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                async with asyncio.timeout(self.settings.first_byte_timeout):
+                    response = await self._session(state).post(url, data=body, headers={**forward, **state.headers})
+                    status = response.status
+                    if status == 429:
+                        wait = state.rate_limited(response.headers, clock())
+                        raise _Retry(RateLimitError("The upstream account is rate-limited.", retry_after=wait))
+                    if status >= 500 or status in (401, 407):  # the upstream's fault, or our credential for it
+                        self.pool.report_failure(state)
+                        raise _Retry(UpstreamError(f"An upstream answered with status {status}."))
+                    if status >= 400:  # the client's request is at fault: pass the answer on, never count it
+                        return await self._client_error(response, state, key_headers, outcome)
+                    if not request.stream or not _is_event_stream(response):
+                        payload = await response.read()
+                        state.succeeded(clock() - started, response.headers)
+                        outcome.first_byte = outcome.finished = time.monotonic()
+                        outcome.status = status
+                        outcome.usage = usage_from_body(payload)
+                        return Response(content=payload, status_code=status,
+                                        media_type=response.headers.get("content-type", "application/json"),
+                                        headers=_headers(response, key_headers))
+                    first = await response.content.readany()
+                    if not first:
+                        self.pool.report_failure(state)
+                        raise _Retry(UpstreamError("An upstream closed the stream before sending anything."))
+            except TimeoutError:
+                self.pool.report_failure(state)
+                raise _Retry(UpstreamTimeoutError("An upstream did not answer in time.")) from None
+            except aiohttp.ClientError as exc:
+                self.pool.report_failure(state)
+                raise _Retry(UpstreamError(f"Could not reach an upstream ({exc.__class__.__name__}).")) from None
+            state.succeeded(clock() - started, response.headers)
+            outcome.first_byte = time.monotonic()
+            outcome.status = status
+            handed_over = True
+            return Stream(
+                _relay_stream(first, response, state, request.endpoint, outcome, self.pool),
+                status_code=status, media_type="text/event-stream",
+                headers={**_headers(response, key_headers), "cache-control": "no-cache"},
+            )
+        finally:
+            if not handed_over:
+                state.inflight -= 1
+                if response is not None:
+                    response.release()
+
+    async def _client_error(
+        self, response: aiohttp.ClientResponse, state: UpstreamState, key_headers: dict[str, str], outcome: Outcome
+    ) -> Response[bytes]:
+        payload = await response.read()
+        outcome.status = response.status
+        outcome.first_byte = outcome.finished = time.monotonic()
+        if not payload.lstrip().startswith(b"{"):  # not an OpenAI envelope: make it one
+            payload = error_body(f"The upstream refused the request (status {response.status}).",
+                                 "invalid_request_error", "upstream_rejected")
+        payload = _scrub(payload, state)
+        return Response(content=payload, status_code=response.status, media_type="application/json",
+                        headers=_headers(response, key_headers))
+
+
+async def _relay_stream(
+    first: bytes, response: aiohttp.ClientResponse, state: UpstreamState, endpoint: str, outcome: Outcome,
+    pool: Pool,
+) -> AsyncIterator[bytes]:
+    """Chunks as they arrive; an upstream failure now ends the stream with an error event."""
+    usage = StreamUsage()
+    try:
+        usage.feed(first)
+        yield first
+        while True:
+            try:
+                chunk = await response.content.readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                pool.report_failure(state)
+                error: GatewayError = (UpstreamTimeoutError("The upstream stopped sending.")
+                                       if isinstance(exc, TimeoutError) else
+                                       UpstreamError("The upstream connection failed mid-stream."))
+                outcome.error = error.code
+                yield sse_error_frame(error, endpoint)
+                return
+            if not chunk:
+                return
+            usage.feed(chunk)
+            yield chunk
+    finally:
+        state.inflight -= 1
+        outcome.usage = usage.usage
+        outcome.finished = time.monotonic()
+        if response.content.is_eof():
+            response.release()  # the connection goes back to the pool
+        else:
+            response.close()  # the client left mid-stream: close it so the upstream stops at once
+        outcome.log()
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def _headers(response: aiohttp.ClientResponse, key_headers: dict[str, str]) -> dict[str, str]:
+    headers = dict(key_headers)
+    for name in RETURN_HEADERS:
+        value = response.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+def _scrub(payload: bytes, state: UpstreamState) -> bytes:
+    """An upstream's error may quote the credential it was sent; never let that reach a client."""
+    auth = state.headers.get("authorization", "")
+    secret = auth.removeprefix("Bearer ").encode()
+    if len(secret) >= 8 and secret in payload:
+        payload = payload.replace(secret, b"***")
+    if len(secret) > 16:  # partial quotes such as "sk-proj-abc...wxyz"
+        payload = payload.replace(secret[-8:], b"***")
+    return payload
