@@ -26,14 +26,14 @@ from keys._token import generate_token, hash_secret
 
 __all__ = [
     "WRITE_OPTION",
-    "bump_counter",
-    "read_counter",
-    "write_transaction",
     "KeyNameTaken",
     "KeyNotFound",
     "KeyRevoked",
     "KeyStore",
     "StoreError",
+    "bump_counter",
+    "read_counter",
+    "write_transaction",
 ]
 
 log = logging.getLogger("poolgate.keys")

@@ -8,10 +8,11 @@ from typing import Annotated, NoReturn
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >= 0.29 vendors click
 
-from app.cli._common import CliError, emit_json, err_console, settings
+from app.cli._common import CliError, emit_json, err_console, run, settings
 from app.cli._keys import keys_app
 from app.cli._models import models_app
 from app.cli._upstreams import secrets_app, upstreams_app
+from app.settings import Settings
 
 __all__ = ["cli", "main"]
 
@@ -68,6 +69,7 @@ def serve(
     CatalogService(config.catalog_file)  # a broken catalog file stops here, in one line
     QuotaService.check_url(config.limits_url)
     upgrade(config)
+    run(lambda: _check_credentials(config))  # stored secrets the keys cannot open stop the start here
     line = {"event": "listening", "url": f"http://{config.host}:{config.port}",
             "database": _safe_url(config.database_url)}
     if as_json:
@@ -87,6 +89,21 @@ def serve(
         server_header=False,
         env_file=None,
     )
+
+
+async def _check_credentials(config: Settings) -> None:
+    from app.crypto import Vault
+    from app.db import create_engine
+    from app.pool import UpstreamStore
+
+    engine = create_engine(config)
+    try:
+        vault = Vault.from_settings(config)
+        for record in await UpstreamStore(engine, vault).list():
+            if record.credential is not None:
+                vault.decrypt(record.credential, what=f"the credential of upstream {record.name!r}")
+    finally:
+        await engine.dispose()
 
 
 def _safe_url(url: str) -> str:

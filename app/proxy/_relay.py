@@ -216,6 +216,9 @@ class Relay:
                     if status >= 400:  # the client's request is at fault: pass the answer on, never count it
                         return await self._client_error(response, state, key_headers, outcome)
                     if not request.stream or not _is_event_stream(response):
+                        if "json" not in response.headers.get("content-type", ""):
+                            self.pool.report_failure(state)
+                            raise _Retry(UpstreamError("An upstream answered with something that is not JSON."))
                         payload = await response.read()
                         state.succeeded(clock() - started, response.headers)
                         outcome.first_byte = outcome.finished = time.monotonic()

@@ -24,6 +24,7 @@ from keys import KeyRecord, KeyStore, Policy
 __all__ = [
     "ROOT",
     "CliResult",
+    "FakeUpstreamThread",
     "GiveUp",
     "Http",
     "ServerProcess",
@@ -191,3 +192,39 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class FakeUpstreamThread:
+    """The project's fake upstream, serving from its own event loop thread, for synchronous tests."""
+
+    def __init__(self, **options: Any) -> None:
+        import threading
+
+        from app.fake_upstream import FakeUpstream
+
+        self.fake = FakeUpstream(**options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.base_url = self._call(self.fake.start())
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a method of the fake on its own loop (its state is not shared across threads)."""
+
+        async def call() -> Any:
+            return func(*args, **kwargs)
+
+        return self._call(call())
+
+    @property
+    def requests(self) -> list[Any]:
+        return list(self.do(lambda: list(self.fake.requests)))
+
+    def stop(self) -> None:
+        self._call(self.fake.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
