@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from app.settings import BALANCERS
 from keys import EFFORTS, MODALITIES, VERBOSITIES
 
 __all__ = ["ENDPOINTS", "CatalogError", "ModelInfo", "Pricing", "ReasoningLevel"]
@@ -56,6 +57,8 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     priority: int = 0
     supported_endpoints: tuple[Endpoint, ...] = ("chat_completions", "responses")
     pricing: Pricing | None = None
+    balancer: str | None = None
+    """Operator's choice of strategy for this model; None uses POOLGATE_BALANCER."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -83,6 +86,8 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             value = getattr(self, field_name)
             if value is not None and value < 0:
                 raise CatalogError(f"{where}: {field_name} must not be negative")
+        if self.balancer is not None and self.balancer not in BALANCERS:
+            raise CatalogError(f"{where}: balancer must be one of {', '.join(BALANCERS)}")
         if self.minimal_client_version is not None and not _is_version(self.minimal_client_version):
             raise CatalogError(f"{where}: minimal_client_version must look like 1.2.3")
         return msgspec.structs.replace(

@@ -9,6 +9,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer >= 0.29 vendors click
 
 from app.cli._common import CliError, emit_json, err_console, run, settings
+from app.cli._demo import register_demo
 from app.cli._keys import keys_app
 from app.cli._models import models_app
 from app.cli._upstreams import secrets_app, upstreams_app
@@ -26,6 +27,7 @@ cli.add_typer(keys_app, name="keys")
 cli.add_typer(models_app, name="models")
 cli.add_typer(upstreams_app, name="upstreams")
 cli.add_typer(secrets_app, name="secrets")
+register_demo(cli)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 cli.add_typer(db_app, name="db")
 
@@ -51,25 +53,34 @@ def serve(
     as_json: Annotated[bool, typer.Option("--json", help="Log the start-up line as JSON.")] = False,
 ) -> None:
     """Migrate the database, then serve the gateway."""
-    import uvicorn
+    config = settings().with_overrides(
+        **{k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    )
+    prepare(config)
+    run_server(config, as_json)
 
+
+def prepare(config: Settings) -> None:
+    """Everything that can stop a start, checked before the server binds, each failure one line."""
     from app.catalog import CatalogService
     from app.db import ensure_data_dir, upgrade
     from app.quota import QuotaService
 
-    config = settings().with_overrides(
-        **{k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
-    )
     if config.workers > 1 and config.limits_url.startswith("memory://"):
         raise CliError(
             "several workers cannot share memory:// limits: set POOLGATE_LIMITS_URL=redis://host:6379/0 "
             "or run one worker"
         )
     ensure_data_dir(config)
-    CatalogService(config.catalog_file)  # a broken catalog file stops here, in one line
+    CatalogService(config.catalog_file)
     QuotaService.check_url(config.limits_url)
     upgrade(config)
-    run(lambda: _check_credentials(config))  # stored secrets the keys cannot open stop the start here
+    run(lambda: _check_credentials(config))
+
+
+def run_server(config: Settings, as_json: bool = False) -> None:
+    import uvicorn
+
     line = {"event": "listening", "url": f"http://{config.host}:{config.port}",
             "database": _safe_url(config.database_url)}
     if as_json:

@@ -164,7 +164,8 @@ class Relay:
         try:
             while True:
                 try:
-                    state = self.pool.choose(names, key_tier, sticky=request.sticky, exclude=frozenset(tried))
+                    state = self.pool.choose(names, key_tier, sticky=request.sticky, exclude=frozenset(tried),
+                                             strategy=request.model.balancer)
                 except PoolExhausted as exc:
                     raise RateLimitError(str(exc), retry_after=exc.retry_after, code="pool_exhausted") from None
                 except NoUpstream as exc:

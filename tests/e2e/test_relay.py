@@ -311,3 +311,13 @@ def test_a_slow_trickle_is_relayed_without_stalling(make_gateway) -> None:  # ty
     fake.do(fake.fake.script, trickle(0.2))
     chunks = list(gateway.client().chat.completions.create(model="gpt-5", messages=CHAT, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[acct-1] tok0 tok1 tok2 tok3 tok4"
+
+
+def test_a_model_can_have_its_own_balancer_in_the_catalog_file(make_gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"models": [{"id": "gpt-5", "balancer": "round_robin"}]}))
+    gateway = make_gateway(upstreams={"acct-1": {}, "acct-2": {}}, env={"POOLGATE_CATALOG_FILE": str(catalog)})
+    client = gateway.client()
+    for _ in range(10):
+        client.chat.completions.create(model="gpt-5", messages=CHAT)
+    assert gateway.served_by() == {"acct-1": 5, "acct-2": 5}  # strict alternation, not random spreading

@@ -99,3 +99,11 @@ def test_operator_files_are_read_as_json_or_toml(tmp_path: Path) -> None:
         read_operator_file(unknown)
     with pytest.raises(CatalogError, match="cannot read"):
         read_operator_file(tmp_path / "missing.json")
+
+
+def test_a_model_may_choose_its_own_balancer() -> None:
+    catalog = build_catalog(BUNDLED, {"models": [{"id": "o3", "balancer": "latency"}]})
+    model = catalog.resolve("o3")
+    assert model is not None and model.balancer == "latency"
+    with pytest.raises(CatalogError, match="balancer must be one of"):
+        build_catalog(BUNDLED, {"models": [{"id": "o3", "balancer": "fastest"}]})
