@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import asyncio
+import threading
 from typing import Annotated
 
 import typer
 
 from app.catalog import CatalogService
-from app.cli._common import console, fail, run, settings
+from app.cli._common import console, run, settings
 from app.crypto import Vault
 from app.db import create_engine
+from app.fake_upstream import FakeUpstream
 from app.pool import UpstreamNotFound, UpstreamStore, parse_routes
 from app.settings import Settings
 from keys import KeyNotFound, KeyStore, Policy
@@ -35,31 +35,24 @@ def register_demo(cli: typer.Typer) -> None:
         config = settings().with_overrides(**({"port": port} if port is not None else {}))
         prepare(config)
         models = [m.id for m in CatalogService(config.catalog_file).catalog.models]
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "app.fake_upstream", "--port", "0", "--name", DEMO, "--models", ",".join(models),
-             "--chunks", str(chunks), "--interval", str(interval), "--no-record"],
-            stdout=subprocess.PIPE, text=True, env={**os.environ},
+        # The fake runs on its own event loop in a thread of this process, so it ends with it
+        # (uvicorn re-raises the stop signal after shutting down, so no cleanup code would run).
+        fake = FakeUpstream(name=DEMO, models=models, chunks=chunks, interval=interval, record=False)
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="poolgate-demo-upstream", daemon=True).start()
+        base_url = asyncio.run_coroutine_threadsafe(fake.start(), loop).result(timeout=30)
+        token = run(lambda: _register(config, base_url))
+        console.print(
+            f"\n[bold]poolgate demo[/]: every model is answered by a local fake upstream at {base_url}\n"
+            f"demo key (shown once): {token}\n\n"
+            f"  curl -H 'Authorization: Bearer {token}' http://{config.host}:{config.port}/v1/models\n"
+            f"  curl -N -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
+            f"http://{config.host}:{config.port}/v1/chat/completions \\\n"
+            "       -d '{\"model\": \"gpt-5\", \"stream\": true, \"messages\": [{\"role\": \"user\", "
+            "\"content\": \"hi\"}]}'\n",
+            highlight=False, soft_wrap=True,
         )
-        try:
-            line = fake.stdout.readline() if fake.stdout else ""
-            if "listening on " not in line:
-                fail("the fake upstream did not start")
-            base_url = line.rsplit("listening on ", 1)[1].strip()
-            token = run(lambda: _register(config, base_url))
-            console.print(
-                f"\n[bold]poolgate demo[/]: every model is answered by a local fake upstream at {base_url}\n"
-                f"demo key (shown once): {token}\n\n"
-                f"  curl -H 'Authorization: Bearer {token}' http://{config.host}:{config.port}/v1/models\n"
-                f"  curl -N -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
-                f"http://{config.host}:{config.port}/v1/chat/completions \\\n"
-                "       -d '{\"model\": \"gpt-5\", \"stream\": true, \"messages\": [{\"role\": \"user\", "
-                "\"content\": \"hi\"}]}'\n",
-                highlight=False, soft_wrap=True,
-            )
-            run_server(config)
-        finally:
-            fake.terminate()
-            fake.wait(timeout=10)
+        run_server(config)
 
 
 async def _register(config: Settings, base_url: str) -> str:
