@@ -3,9 +3,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.benchlib import models
+from scripts.benchlib import models, proxy
 
-SUITES = {"models": models.main}
+SUITES = {"models": models.main, "proxy": proxy.main}
 
 
 def main() -> int:

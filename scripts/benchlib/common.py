@@ -42,12 +42,14 @@ class WrkResult:
 
 
 def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str] | None = None,
-        threads: int = 1) -> WrkResult:
+        threads: int = 1, script: str | None = None) -> WrkResult:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for end-to-end load: apt-get install wrk")
     cmd = ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s"]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
+    if script is not None:
+        cmd += ["-s", script]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = 0
