@@ -122,7 +122,7 @@ async def _ttfc(url: str, token: str | None, count: int) -> list[float]:
             async with session.post(url, json=body, headers=headers) as response:
                 await response.content.readany()
                 samples.append((time.perf_counter() - started) * 1000)
-                await response.read()
+                response.close()  # only the first chunk matters here
     return samples[10:]  # the first few warm connections and caches
 
 

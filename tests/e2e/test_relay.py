@@ -321,3 +321,41 @@ def test_a_model_can_have_its_own_balancer_in_the_catalog_file(make_gateway, tmp
     for _ in range(10):
         client.chat.completions.create(model="gpt-5", messages=CHAT)
     assert gateway.served_by() == {"acct-1": 5, "acct-2": 5}  # strict alternation, not random spreading
+
+
+def _raw(port: int, payload: bytes, *, close_after_send: bool = False) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        if close_after_send:
+            return b""
+        chunks = []
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+                if b"\r\n\r\n" in b"".join(chunks) and b"}" in data:
+                    break
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def test_lying_lengths_and_broken_headers_never_reach_an_upstream(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(upstreams={"acct-1": {}})
+    port, token = gateway.server.port, gateway.keys["alice"]
+    body = json.dumps({"model": "gpt-5", "messages": CHAT}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+    head += "Content-Type: application/json\r\n"
+
+    short = _raw(port, (head + "Content-Length: 10\r\nConnection: close\r\n\r\n").encode() + body)
+    assert short.startswith(b"HTTP/1.1 400") and b"invalid_request_error" in short  # 10 bytes are not JSON
+
+    _raw(port, (head + f"Content-Length: {len(body) + 500}\r\n\r\n").encode() + body, close_after_send=True)
+
+    crlf = _raw(port, (head + "X-Evil: a\rb\r\nContent-Length: 2\r\n\r\n{}").encode())
+    assert crlf.startswith(b"HTTP/1.1 400")
+
+    assert gateway.client().chat.completions.create(model="gpt-5", messages=CHAT).choices  # still serving
+    assert len(gateway.fakes["acct-1"].requests) == 1
