@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["Settings", "SettingsError"]
@@ -35,7 +35,7 @@ class Settings:
     workers: int = 1
     sync_interval: float = 0.5
     log_level: str = "info"
-    encryption_keys: tuple[str, ...] = ()
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     """Fernet keys for upstream credentials, newest first; empty means a key file in the data dir."""
     balancer: str = "least_inflight"
     connect_timeout: float = 5.0

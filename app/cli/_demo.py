@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import threading
 from typing import Annotated
 
@@ -29,9 +31,15 @@ def register_demo(cli: typer.Typer) -> None:
         chunks: Annotated[int, typer.Option(help="Chunks per streamed answer from the fake upstream.")] = 12,
         interval: Annotated[float, typer.Option(help="Seconds between streamed chunks.")] = 0.05,
     ) -> None:
-        """Serve poolgate with a local fake upstream and a demo key (prints the key once)."""
+        """Serve poolgate with a local fake upstream and a demo key, in a throwaway data directory."""
         from app.cli import prepare, run_server
 
+        # Never the real database: the demo's upstream and key live in a temporary data dir,
+        # which the uvicorn app factory also reads from the environment.
+        data_dir = tempfile.mkdtemp(prefix="poolgate-demo-")
+        os.environ["POOLGATE_DATA_DIR"] = data_dir
+        os.environ.pop("POOLGATE_DATABASE_URL", None)
+        os.environ.pop("POOLGATE_DATABASE_URL_FILE", None)
         config = settings().with_overrides(**({"port": port} if port is not None else {}))
         prepare(config)
         models = [m.id for m in CatalogService(config.catalog_file).catalog.models]
@@ -44,6 +52,7 @@ def register_demo(cli: typer.Typer) -> None:
         token = run(lambda: _register(config, base_url))
         console.print(
             f"\n[bold]poolgate demo[/]: every model is answered by a local fake upstream at {base_url}\n"
+            f"(demo data in {data_dir}; your own database is not touched)\n"
             f"demo key (shown once): {token}\n\n"
             f"  curl -H 'Authorization: Bearer {token}' http://{config.host}:{config.port}/v1/models\n"
             f"  curl -N -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "

@@ -36,7 +36,7 @@ WeightOpt = Annotated[float | None, typer.Option("--weight", help="Share of traf
 TierOpt = Annotated[int | None, typer.Option(
     "--tier", help="Priority tier: 0 is used first, higher tiers as fallback.")]
 ConcOpt = Annotated[int | None, typer.Option(
-    "--max-concurrency", help="Requests in flight at once (default unlimited).")]
+    "--max-concurrency", help="Requests in flight at once (default unlimited; 0 = unlimited).")]
 
 
 def _session(action: Callable[[UpstreamStore], Awaitable[T]]) -> T:
@@ -99,7 +99,7 @@ def add(
     credential = _credential(api_key_env, api_key_stdin)
     record = _session(lambda store: store.add(
         name, base_url, routes, credential=credential, weight=1.0 if weight is None else weight,
-        tier=tier or 0, max_concurrency=max_concurrency, enabled=not disabled))
+        tier=tier or 0, max_concurrency=max_concurrency or None, enabled=not disabled))
     _report(record, as_json, "added")
 
 
@@ -142,7 +142,7 @@ def update(
     if credential is not None:
         changes["credential"] = credential
     if max_concurrency is not None:
-        changes["max_concurrency"] = max_concurrency
+        changes["max_concurrency"] = max_concurrency or None  # 0 removes the limit
     _report(_session(lambda store: store.update(ref, **changes)), as_json, "updated")
 
 

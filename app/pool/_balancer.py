@@ -16,7 +16,7 @@ from app.pool._state import UpstreamState
 __all__ = ["STRATEGIES", "Strategy", "rendezvous"]
 
 Strategy = Callable[[Sequence[UpstreamState]], UpstreamState]
-_counter = itertools.count()
+_counters: dict[tuple[str, ...], itertools.count[int]] = {}
 
 
 def _weighted_pick(candidates: Sequence[UpstreamState]) -> UpstreamState:
@@ -32,7 +32,12 @@ def least_inflight(candidates: Sequence[UpstreamState]) -> UpstreamState:
 
 
 def round_robin(candidates: Sequence[UpstreamState]) -> UpstreamState:
-    return candidates[next(_counter) % len(candidates)]
+    """In turn, per set of candidates (so models served by different sets each rotate fully)."""
+    ring = tuple(c.id for c in candidates)
+    counter = _counters.get(ring)
+    if counter is None:
+        counter = _counters[ring] = itertools.count()
+    return candidates[next(counter) % len(candidates)]
 
 
 def weighted_random(candidates: Sequence[UpstreamState]) -> UpstreamState:
@@ -48,8 +53,10 @@ def latency(candidates: Sequence[UpstreamState]) -> UpstreamState:
 
 
 def usage(candidates: Sequence[UpstreamState]) -> UpstreamState:
-    """Most remaining capacity as the upstreams themselves last reported it (x-ratelimit-remaining-*)."""
-    return max(candidates, key=lambda c: (c.capacity_share(), random.random()))  # noqa: S311
+    """In proportion to the remaining capacity the upstreams last reported (x-ratelimit-remaining-*),
+    so a burst spreads instead of landing on whichever reported most."""
+    weights = [max(c.capacity_share(), 0.001) * c.weight for c in candidates]
+    return random.choices(candidates, weights=weights)[0]  # noqa: S311
 
 
 def rendezvous(candidates: Sequence[UpstreamState], sticky: str) -> UpstreamState:

@@ -50,15 +50,13 @@ class Pool:
     def apply(self, records: Sequence[UpstreamRecord]) -> None:
         states: dict[str, UpstreamState] = {}
         for record in records:
-            old = self.states.get(record.id)
-            if old is not None and old.record.revision == record.revision:
-                states[record.id] = old
-                continue
-            state = UpstreamState(record, self._auth_headers(record))
-            if old is not None:  # keep what we learned about its health
-                state.inflight, state.cooldown_until = old.inflight, old.cooldown_until
-                state.ejected_until, state.ejections = old.ejected_until, old.ejections
-                state.latency_ewma = old.latency_ewma
+            state = self.states.get(record.id)
+            if state is None:
+                state = UpstreamState(record, self._auth_headers(record))
+            elif state.record.revision != record.revision:
+                # Updated in place: requests in flight keep counting on this same object,
+                # and what was learned about its health stays.
+                state.update(record, self._auth_headers(record))
             states[record.id] = state
         self.states = states
 
@@ -101,15 +99,15 @@ class Pool:
         waits = [s.cooldown_until - now for s in self.candidates(names, key_tier) if s.cooldown_until > now]
         return min(waits) if waits else None
 
-    def may_eject(self, state: UpstreamState) -> bool:
-        """Never eject the last healthy upstream: a failing one beats none."""
+    def may_eject(self, state: UpstreamState, names: tuple[str, ...]) -> bool:
+        """Never eject the last healthy upstream of a model: a failing one beats none."""
         now = self.clock()
         return any(
-            other is not state and other.record.enabled and other.ejected_until <= now
+            other is not state and other.ejected_until <= now and other.serves(names)
             for other in self.states.values()
         )
 
-    def report_failure(self, state: UpstreamState) -> None:
-        if state.failed(self.clock(), self.may_eject(state)):
+    def report_failure(self, state: UpstreamState, names: tuple[str, ...]) -> None:
+        if state.failed(self.clock(), self.may_eject(state, names)):
             log.warning("upstream %s ejected for %.0fs after repeated failures",
                         state.name, state.ejected_until - self.clock())

@@ -39,11 +39,14 @@ def parse_reset(value: str | None) -> float | None:
 
 @dataclass(eq=False, slots=True)
 class UpstreamState:
+    """One object per upstream for the life of the process: requests in flight hold it, so an
+    edit of the upstream updates it in place (:meth:`update`) rather than replacing it."""
+
     record: UpstreamRecord
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)
     """Headers that authenticate to this upstream (the decrypted credential lives only here)."""
-    matcher: Matcher = field(init=False)
-    renames: dict[str, str] = field(init=False)
+    matcher: Matcher = field(init=False, repr=False)
+    renames: dict[str, str] = field(init=False, repr=False)
     inflight: int = 0
     cooldown_until: float = 0.0
     failures: int = 0
@@ -55,8 +58,13 @@ class UpstreamState:
     limit_requests: int | None = None
 
     def __post_init__(self) -> None:
-        self.matcher = Matcher([route.pattern for route in self.record.routes])
-        self.renames = {r.pattern.lower(): r.upstream_model for r in self.record.routes if r.upstream_model}
+        self.update(self.record, self.headers)
+
+    def update(self, record: UpstreamRecord, headers: dict[str, str]) -> None:
+        self.record = record
+        self.headers = headers
+        self.matcher = Matcher([route.pattern for route in record.routes])
+        self.renames = {r.pattern.lower(): r.upstream_model for r in record.routes if r.upstream_model}
 
     @property
     def id(self) -> str:
@@ -120,10 +128,12 @@ class UpstreamState:
 
     def rate_limited(self, headers: Mapping[str, str], now: float) -> float:
         """An upstream 429: cool down until it says it recovers (1 s when it does not say)."""
-        waits = [parse_reset(headers.get(name)) for name in
-                 ("retry-after", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
-        known = [w for w in waits if w is not None]
-        wait = max(known) if known else 1.0
+        wait = parse_reset(headers.get("retry-after"))
+        if wait is None:  # no Retry-After: the reset of whichever limit ran out, else the nearest reset
+            resets = {kind: parse_reset(headers.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")}
+            exhausted = [resets[k] for k in resets if headers.get(f"x-ratelimit-remaining-{k}") == "0"]
+            known = [w for w in (exhausted or list(resets.values())) if w is not None]
+            wait = min(known) if known else 1.0
         self.cooldown_until = max(self.cooldown_until, now + wait)
         self.remaining_requests = 0
         return wait

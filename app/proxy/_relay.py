@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from litestar import Response
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from app.errors import (
@@ -93,17 +94,19 @@ class RetryBudget:
         self.retrying = 0
 
     def _roll(self) -> None:
-        now = time.monotonic()
-        if now - self._start > self.window:  # halve the counts each window: a cheap moving average
-            self._requests /= 2
-            self._retries /= 2
-            self._start = now
+        elapsed = time.monotonic() - self._start
+        if elapsed > self.window:  # halve the counts for every window gone by: a cheap moving average
+            decay = 0.5 ** int(elapsed / self.window)
+            self._requests *= decay
+            self._retries *= decay
+            self._start = time.monotonic()
 
     def request(self) -> None:
         self._roll()
         self._requests += 1
 
     def try_retry(self) -> bool:
+        """Charge one retry if the budget allows it."""
         self._roll()
         if self.retrying < self.minimum or self._retries < self.ratio * self._requests:
             self._retries += 1
@@ -122,28 +125,33 @@ class Relay:
         self.pool = pool
         self.settings = settings
         self.budget = RetryBudget()
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._timeout = aiohttp.ClientTimeout(
-            total=settings.total_timeout, connect=settings.connect_timeout, sock_read=settings.idle_timeout
-        )
+        self._sessions: dict[str, tuple[int, aiohttp.ClientSession]] = {}
+        # No sock_read here: it would also cap the wait for headers. The idle gap is enforced
+        # per read of a stream instead, and the first byte by its own timeout.
+        self._timeout = aiohttp.ClientTimeout(total=settings.total_timeout, connect=settings.connect_timeout)
 
     def _session(self, state: UpstreamState) -> aiohttp.ClientSession:
-        session = self._sessions.get(state.id)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=state.record.max_concurrency or 0, keepalive_timeout=60,
-                                             ttl_dns_cache=300, enable_cleanup_closed=True)
-            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
-                                            skip_auto_headers=("User-Agent",))
-            self._sessions[state.id] = session
+        """One pooled session per upstream and revision: an edit (say, of its concurrency) gets a fresh pool."""
+        revision = state.record.revision
+        held = self._sessions.get(state.id)
+        if held is not None and held[0] == revision and not held[1].closed:
+            return held[1]
+        if held is not None:
+            asyncio.get_running_loop().create_task(held[1].close())  # requests on it finish first
+        connector = aiohttp.TCPConnector(limit=state.record.max_concurrency or 0, keepalive_timeout=60,
+                                         ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+                                        skip_auto_headers=("User-Agent", "Accept-Encoding"))
+        self._sessions[state.id] = (revision, session)
         return session
 
     async def prune(self) -> None:
         """Close the connections of upstreams that left the pool."""
         for upstream_id in [i for i in self._sessions if i not in self.pool.states]:
-            await self._sessions.pop(upstream_id).close()
+            await self._sessions.pop(upstream_id)[1].close()
 
     async def close(self) -> None:
-        for session in self._sessions.values():
+        for _, session in self._sessions.values():
             await session.close()
         self._sessions.clear()
 
@@ -155,6 +163,7 @@ class Relay:
         forward = {name: value for name, value in client_headers.items()
                    if name in FORWARD_HEADERS or name.startswith(FORWARD_PREFIXES)}
         forward["content-type"] = "application/json"
+        forward["accept-encoding"] = "identity"  # bodies pass through as they are: never compressed ones
         forward.setdefault("accept", "text/event-stream" if request.stream else "application/json")
         self.budget.request()
         names = request.model.names
@@ -169,13 +178,7 @@ class Relay:
                 except PoolExhausted as exc:
                     raise RateLimitError(str(exc), retry_after=exc.retry_after, code="pool_exhausted") from None
                 except NoUpstream as exc:
-                    if isinstance(last, RateLimitError):  # every upstream tried is rate-limited
-                        wait = self.pool.earliest_recovery(names, key_tier) or last.retry_after
-                        raise RateLimitError(
-                            f"Every upstream for the model '{names[0]}' is rate-limited.", retry_after=wait,
-                            code="pool_exhausted",
-                        ) from None
-                    raise (last or ServiceUnavailableError(str(exc))) from None
+                    raise self._exhausted(last, names, key_tier) or ServiceUnavailableError(str(exc)) from None
                 tried.add(state.id)
                 outcome.attempts += 1
                 outcome.upstream = state.name
@@ -183,8 +186,8 @@ class Relay:
                     return await self._attempt(state, request, forward, key_headers, outcome)
                 except _Retry as retry:
                     last = retry.error
-                    if outcome.attempts >= MAX_ATTEMPTS or not (retrying or self.budget.try_retry()):
-                        raise last from None
+                    if outcome.attempts >= MAX_ATTEMPTS or not self.budget.try_retry():
+                        raise self._exhausted(last, names, key_tier) or last from None
                     if not retrying:
                         retrying = True
                         self.budget.retrying += 1
@@ -192,12 +195,21 @@ class Relay:
             if retrying:
                 self.budget.retrying -= 1
 
+    def _exhausted(self, last: GatewayError | None, names: tuple[str, ...], key_tier: int) -> GatewayError | None:
+        """When the last failure was an account's 429: a 429 pool_exhausted with the earliest recovery."""
+        if not isinstance(last, RateLimitError):
+            return last
+        wait = self.pool.earliest_recovery(names, key_tier) or last.retry_after
+        return RateLimitError(f"Every upstream for the model '{names[0]}' is rate-limited.", retry_after=wait,
+                              code="pool_exhausted")
+
     async def _attempt(
         self, state: UpstreamState, request: ClientRequest, forward: dict[str, str], key_headers: dict[str, str],
         outcome: Outcome,
     ) -> Response[Any]:
         url = state.record.base_url + PATHS[request.endpoint]
         body = request.upstream_body(state.upstream_model(request.model.names))
+        names = request.model.names
         clock = self.pool.clock
         started = clock()
         state.inflight += 1
@@ -206,52 +218,64 @@ class Relay:
         try:
             try:
                 async with asyncio.timeout(self.settings.first_byte_timeout):
-                    response = await self._session(state).post(url, data=body, headers={**forward, **state.headers})
+                    response = await self._session(state).post(
+                        url, data=body, headers={**forward, **state.headers}, allow_redirects=False)
                     status = response.status
                     if status == 429:
                         wait = state.rate_limited(response.headers, clock())
                         raise _Retry(RateLimitError("The upstream account is rate-limited.", retry_after=wait))
                     if status >= 500 or status in (401, 407):  # the upstream's fault, or our credential for it
-                        self.pool.report_failure(state)
+                        self.pool.report_failure(state, names)
                         raise _Retry(UpstreamError(f"An upstream answered with status {status}."))
+                    if 300 <= status < 400:
+                        self.pool.report_failure(state, names)
+                        raise _Retry(UpstreamError(f"An upstream answered with a redirect ({status})."))
                     if status >= 400:  # the client's request is at fault: pass the answer on, never count it
                         return await self._client_error(response, state, key_headers, outcome)
                     if not request.stream or not _is_event_stream(response):
-                        if "json" not in response.headers.get("content-type", ""):
-                            self.pool.report_failure(state)
-                            raise _Retry(UpstreamError("An upstream answered with something that is not JSON."))
-                        payload = await response.read()
-                        state.succeeded(clock() - started, response.headers)
-                        outcome.first_byte = outcome.finished = time.monotonic()
-                        outcome.status = status
-                        outcome.usage = usage_from_body(payload)
-                        return Response(content=payload, status_code=status,
-                                        media_type=response.headers.get("content-type", "application/json"),
-                                        headers=_headers(response, key_headers))
+                        return await self._whole(response, state, names, started, key_headers, outcome)
                     first = await response.content.readany()
                     if not first:
-                        self.pool.report_failure(state)
+                        self.pool.report_failure(state, names)
                         raise _Retry(UpstreamError("An upstream closed the stream before sending anything."))
             except TimeoutError:
-                self.pool.report_failure(state)
+                self.pool.report_failure(state, names)
                 raise _Retry(UpstreamTimeoutError("An upstream did not answer in time.")) from None
             except aiohttp.ClientError as exc:
-                self.pool.report_failure(state)
+                self.pool.report_failure(state, names)
                 raise _Retry(UpstreamError(f"Could not reach an upstream ({exc.__class__.__name__}).")) from None
             state.succeeded(clock() - started, response.headers)
             outcome.first_byte = time.monotonic()
             outcome.status = status
+            relay = _StreamRelay(response, state, request, outcome, self.pool, self.settings.idle_timeout)
             handed_over = True
             return Stream(
-                _relay_stream(first, response, state, request.endpoint, outcome, self.pool),
-                status_code=status, media_type="text/event-stream",
+                relay.chunks(first), status_code=status, media_type="text/event-stream",
                 headers={**_headers(response, key_headers), "cache-control": "no-cache"},
+                background=BackgroundTask(relay.close),  # runs even when the client left mid-stream
             )
         finally:
             if not handed_over:
                 state.inflight -= 1
                 if response is not None:
                     response.release()
+
+    async def _whole(
+        self, response: aiohttp.ClientResponse, state: UpstreamState, names: tuple[str, ...], started: float,
+        key_headers: dict[str, str], outcome: Outcome,
+    ) -> Response[bytes]:
+        """A complete (non-streamed) answer: read, check it is JSON, pass it on."""
+        if "json" not in response.headers.get("content-type", ""):
+            self.pool.report_failure(state, names)
+            raise _Retry(UpstreamError("An upstream answered with something that is not JSON."))
+        payload = await response.read()
+        state.succeeded(self.pool.clock() - started, response.headers)
+        outcome.first_byte = outcome.finished = time.monotonic()
+        outcome.status = response.status
+        outcome.usage = usage_from_body(payload)
+        return Response(content=payload, status_code=response.status,
+                        media_type=response.headers.get("content-type", "application/json"),
+                        headers=_headers(response, key_headers))
 
     async def _client_error(
         self, response: aiohttp.ClientResponse, state: UpstreamState, key_headers: dict[str, str], outcome: Outcome
@@ -267,39 +291,88 @@ class Relay:
                         headers=_headers(response, key_headers))
 
 
-async def _relay_stream(
-    first: bytes, response: aiohttp.ClientResponse, state: UpstreamState, endpoint: str, outcome: Outcome,
-    pool: Pool,
-) -> AsyncIterator[bytes]:
-    """Chunks as they arrive; an upstream failure now ends the stream with an error event."""
-    usage = StreamUsage()
-    try:
-        usage.feed(first)
-        yield first
-        while True:
-            try:
-                chunk = await response.content.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                pool.report_failure(state)
-                error: GatewayError = (UpstreamTimeoutError("The upstream stopped sending.")
-                                       if isinstance(exc, TimeoutError) else
-                                       UpstreamError("The upstream connection failed mid-stream."))
-                outcome.error = error.code
-                yield sse_error_frame(error, endpoint)
-                return
-            if not chunk:
-                return
-            usage.feed(chunk)
-            yield chunk
-    finally:
-        state.inflight -= 1
-        outcome.usage = usage.usage
-        outcome.finished = time.monotonic()
-        if response.content.is_eof():
-            response.release()  # the connection goes back to the pool
+class _StreamRelay:
+    """Relays one upstream stream event by event, and cleans up exactly once however it ends.
+
+    Chunks are passed on up to their last complete event; a partial event waits for its
+    end, so an error frame can never be glued onto half an event. A stream that ends
+    without its final marker (``[DONE]``, ``response.completed``) was cut: it ends with
+    an error event rather than looking complete.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, state: UpstreamState, request: ClientRequest,
+                 outcome: Outcome, pool: Pool, idle_timeout: float) -> None:
+        self.response, self.state, self.outcome, self.pool = response, state, outcome, pool
+        self.endpoint = request.endpoint
+        self.names = request.model.names
+        self.idle_timeout = idle_timeout
+        self.drop_usage_chunk = request.injected_usage
+        self.usage = StreamUsage()
+        self.finished = False
+        self._closed = False
+
+    async def chunks(self, first: bytes) -> AsyncIterator[bytes]:
+        pending = b""
+        data = first
+        try:
+            while True:
+                if data:
+                    cut = data.rfind(b"\n\n") + 2
+                    ready, pending = (pending + data[:cut], data[cut:]) if cut >= 2 else (b"", pending + data)
+                    if ready:
+                        if not self.finished and any(mark in ready for mark in _FINAL[self.endpoint]):
+                            self.finished = True
+                        self.usage.feed(ready)
+                        if self.drop_usage_chunk and b'"usage":{' in ready:
+                            ready = _without_usage_chunks(ready)
+                        yield ready
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        data = await self.response.content.readany()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    self.pool.report_failure(self.state, self.names)
+                    yield self._error(UpstreamTimeoutError("The upstream stopped sending.")
+                                      if isinstance(exc, TimeoutError) else
+                                      UpstreamError("The upstream connection failed mid-stream."))
+                    return
+                if not data:  # end of the upstream's body
+                    if pending.strip():
+                        yield pending
+                    if not self.finished:
+                        yield self._error(UpstreamError("The upstream ended the stream before it was complete."))
+                    return
+        finally:
+            await self.close()
+
+    def _error(self, error: GatewayError) -> bytes:
+        self.outcome.error = error.code
+        return sse_error_frame(error, self.endpoint)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.state.inflight -= 1
+        self.outcome.usage = self.usage.usage
+        self.outcome.finished = time.monotonic()
+        if self.response.content.is_eof():
+            self.response.release()  # the connection goes back to the pool
         else:
-            response.close()  # the client left mid-stream: close it so the upstream stops at once
-        outcome.log()
+            self.response.close()  # the client left mid-stream: close it so the upstream stops at once
+        self.outcome.log()
+
+
+_FINAL = {
+    "chat_completions": (b"data: [DONE]",),
+    "responses": (b"response.completed", b"response.failed", b"response.incomplete"),
+    "embeddings": (b"",),
+}
+
+
+def _without_usage_chunks(events: bytes) -> bytes:
+    """Drop chat chunks that only carry usage (``"choices":[]``): the client did not ask for them."""
+    kept = [e for e in events.split(b"\n\n") if not (b'"usage":{' in e and b'"choices":[]' in e)]
+    return b"\n\n".join(kept)
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:

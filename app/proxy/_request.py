@@ -41,15 +41,22 @@ class ClientRequest:
     inject_effort: str | None
     sticky: str | None
 
+    @property
+    def injected_usage(self) -> bool:
+        """True when poolgate, not the client, asks a chat stream for its usage chunk."""
+        if not self.stream or self.endpoint != "chat_completions":
+            return False
+        options = self.body.get("stream_options")
+        return not (isinstance(options, dict) and options.get("include_usage") is True)
+
     def upstream_body(self, upstream_model: str) -> bytes:
         """The bytes to send: the client's own unless a field has to change."""
         changes: dict[str, Any] = {}
         if upstream_model != self.requested_model:
             changes["model"] = upstream_model
-        if self.stream and self.endpoint == "chat_completions":
+        if self.injected_usage:
             options = self.body.get("stream_options")
-            if not isinstance(options, dict) or options.get("include_usage") is not True:
-                changes["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            changes["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         if self.inject_effort is not None:
             if self.endpoint == "responses":
                 reasoning = self.body.get("reasoning")

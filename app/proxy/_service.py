@@ -61,6 +61,8 @@ async def _unless_client_leaves(request: AnyRequest, work: Awaitable[Response[An
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+        if not task.done():  # this handler itself was cancelled: take the upstream call down with it
+            task.cancel()
     if task.done():
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

@@ -52,24 +52,22 @@ def usage_from_body(body: bytes) -> Usage | None:
 
 
 class StreamUsage:
-    """Fed every chunk of an SSE stream as it passes; holds the usage once an event reports it."""
+    """Fed the complete events of an SSE stream as they pass; holds the usage once an event reports it.
 
-    __slots__ = ("_pending", "usage")
+    The relay only ever passes whole events, however the bytes were split on the wire, so
+    an event is never seen in halves. Only events with a ``"usage":{`` are decoded
+    (chat chunks carry ``"usage":null`` until the last one).
+    """
+
+    __slots__ = ("usage",)
 
     def __init__(self) -> None:
-        self._pending = b""
         self.usage: Usage | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        if b'"usage"' not in chunk and not self._pending:
-            # Keep only an unfinished event, in case "usage" arrives split across chunks.
-            tail = chunk.rfind(b"\n\n")
-            self._pending = chunk[tail + 2:] if tail >= 0 else chunk[-4096:]
+    def feed(self, events: bytes) -> None:
+        if b'"usage":{' not in events and b'"usage": {' not in events:
             return
-        data = self._pending + chunk
-        events = data.split(b"\n\n")
-        self._pending = events.pop()[-65536:]
-        for event in events:
+        for event in events.split(b"\n\n"):
             if b'"usage"' in event:
                 self._read(event)
 

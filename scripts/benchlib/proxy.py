@@ -27,7 +27,7 @@ from app.db import create_engine, upgrade
 from app.pool import UpstreamStore, parse_routes
 from app.settings import Settings
 from keys import Policy
-from scripts.benchlib.common import ROOT, percentile, wrk, write_section
+from scripts.benchlib.common import ROOT, percentile, write_section, wrk
 from tests.support import ServerProcess, create_key, free_port, wait_for
 
 CHAT = {"model": "gpt-5", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}

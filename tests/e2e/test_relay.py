@@ -29,7 +29,13 @@ def test_chat_completions_streaming_and_not(make_gateway) -> None:  # type: igno
     assert text == "[acct-1] tok0 tok1 tok2 tok3"
     sent = gateway.fakes["acct-1"].requests[-1]
     assert sent.body["stream_options"] == {"include_usage": True}  # asked for, so usage can be counted
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert all(c.choices for c in chunks)  # ...but the client, which did not ask, gets no usage-only chunk
+    wait_for(lambda: "stream=True attempts=1 tokens_in=2 tokens_out=5" in gateway.server.log(),
+             what="the stream's usage in the access log")  # counted all the same
+
+    asked = list(client.chat.completions.create(model="gpt-5", messages=CHAT, stream=True,
+                                                stream_options={"include_usage": True}))
+    assert asked[-1].usage is not None and asked[-1].usage.completion_tokens == 5
 
 
 def test_responses_streaming_and_not(make_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -66,6 +72,8 @@ def test_the_client_credential_is_replaced_and_only_allowed_headers_are_forwarde
     client.chat.completions.create(model="gpt-5", messages=CHAT)
     headers = gateway.fakes["acct-1"].requests[-1].headers
     assert headers["authorization"] == "Bearer sk-acct-1-0123456789abcdef"
+    assert headers["accept-encoding"] == "identity"  # bodies are relayed as they are, never compressed
+    assert "0123456789abcdef" not in gateway.server.log()
     assert gateway.keys["alice"] not in json.dumps(headers)
     assert headers["x-codex-turn-metadata"] == "{}" and headers["session-id"] == "abc"
     assert "cookie" not in headers and "x-forwarded-for" not in headers
@@ -163,13 +171,15 @@ def test_client_errors_pass_through_and_do_not_count_against_the_account(make_ga
 
 
 def test_an_upstream_that_hangs_times_out_and_the_request_moves_on(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    gateway = make_gateway(upstreams={"slow": {}, "fast": {}}, env={"POOLGATE_FIRST_BYTE_TIMEOUT": "0.5"})
+    gateway = make_gateway(upstreams={"slow": {"tier": 0}, "fast": {"tier": 1}},
+                           env={"POOLGATE_FIRST_BYTE_TIMEOUT": "0.5"})
     slow = gateway.fakes["slow"]
     slow.do(slow.fake.script, hang(), hang(), hang())
     client = gateway.client()
-    for _ in range(4):
+    for _ in range(3):
         answer = client.chat.completions.create(model="gpt-5", messages=CHAT)
         assert answer.choices[0].message.content.startswith("[fast]")
+    assert len(slow.requests) == 3  # each request tried the first tier, timed out, and moved on
 
 
 def test_only_hanging_upstreams_is_a_504(make_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -216,7 +226,7 @@ def test_a_failure_after_the_first_byte_ends_the_stream_with_an_error_and_no_don
 
 
 def test_a_client_that_disconnects_mid_stream_stops_the_upstream_within_a_second(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 200, "interval": 0.05})
+    gateway = make_gateway(upstreams={"acct-1": {"max_concurrency": 1}}, fake_options={"chunks": 200, "interval": 0.05})
     fake = gateway.fakes["acct-1"]
     stream = gateway.client().chat.completions.create(model="gpt-5", messages=CHAT, stream=True)
     next(iter(stream))
@@ -226,6 +236,8 @@ def test_a_client_that_disconnects_mid_stream_stops_the_upstream_within_a_second
     wait_for(lambda: fake.do(lambda: fake.fake.in_flight) == 0, timeout=1.0, what="the upstream request to end")
     assert time.monotonic() - closed < 1.0
     assert fake.do(lambda: fake.fake.cancelled) == 1
+    # The account allows one request at a time: it must be free again, not held by the abandoned stream.
+    assert gateway.client().chat.completions.create(model="gpt-5", messages=CHAT).choices
 
 
 def test_a_client_that_leaves_before_the_first_token_stops_the_upstream(make_gateway) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,12 @@ def test_the_best_tier_the_key_may_use_comes_first() -> None:
 
 def test_a_429_cools_an_upstream_until_it_says_so() -> None:
     pool, clock = pool_of(record("a"), record("b"))
-    wait = pool.states["a"].rate_limited({"x-ratelimit-reset-requests": "6m0s", "retry-after": "2"}, clock())
+    a = pool.states["a"]
+    assert a.rate_limited({"x-ratelimit-reset-requests": "6m0s", "retry-after": "2"}, clock()) == 2.0
+    tokens_out = {"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "20s",
+                  "x-ratelimit-remaining-requests": "120", "x-ratelimit-remaining-tokens": "0"}
+    assert a.rate_limited(tokens_out, clock()) == 20.0  # the limit that ran out decides
+    wait = a.rate_limited({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-remaining-requests": "0"}, clock())
     assert wait == 360.0
     assert {pool.choose(GPT5, 0).id for _ in range(30)} == {"b"}
     clock.now += 361
@@ -78,16 +83,16 @@ def test_five_failures_eject_for_30s_doubling_but_never_the_last_healthy_one() -
     pool, clock = pool_of(record("a"), record("b"))
     a, b = pool.states["a"], pool.states["b"]
     for _ in range(EJECT_AFTER - 1):
-        pool.report_failure(a)
+        pool.report_failure(a, GPT5)
     assert a.available(clock())
-    pool.report_failure(a)
+    pool.report_failure(a, GPT5)
     assert a.ejected_until == clock() + EJECT_BASE
     for _ in range(EJECT_AFTER * 3):
-        pool.report_failure(b)  # b is now the last healthy one: it stays in
+        pool.report_failure(b, GPT5)  # b is now the last healthy one: it stays in
     assert b.available(clock())
     clock.now += EJECT_BASE + 1
     for _ in range(EJECT_AFTER):
-        pool.report_failure(a)
+        pool.report_failure(a, GPT5)
     assert a.ejected_until == clock() + 2 * EJECT_BASE  # doubled on repeat
 
 
@@ -95,10 +100,10 @@ def test_a_success_resets_the_failure_count() -> None:
     pool, clock = pool_of(record("a"), record("b"))
     a = pool.states["a"]
     for _ in range(EJECT_AFTER - 1):
-        pool.report_failure(a)
+        pool.report_failure(a, GPT5)
     a.succeeded(0.01, {})
     for _ in range(EJECT_AFTER - 1):
-        pool.report_failure(a)
+        pool.report_failure(a, GPT5)
     assert a.available(clock())
 
 
@@ -152,13 +157,16 @@ def test_stickiness_keeps_a_conversation_on_one_upstream_and_moves_only_when_it_
             assert moved == home  # the others' conversations stay where they were
 
 
-def test_live_state_survives_an_unrelated_refresh() -> None:
-    pool, clock = pool_of(record("a"), record("b"))
+def test_an_edited_upstream_keeps_its_live_state_and_its_requests_in_flight() -> None:
+    pool, clock = pool_of(record("a", max_concurrency=1), record("b"))
+    held = pool.states["a"]
+    held.inflight += 1  # a request in flight holds this object
     pool.states["a"].rate_limited({"retry-after": "30"}, clock())
-    pool.states["a"].inflight = 3
-    pool.apply([record("a", weight=2, revision=2), record("b")])
-    assert pool.states["a"].weight == 2 and pool.states["a"].inflight == 3
-    assert not pool.states["a"].available(clock())
+    pool.apply([record("a", weight=2, max_concurrency=1, revision=2), record("b")])
+    assert pool.states["a"] is held and held.weight == 2
+    held.inflight -= 1  # that request ends
+    clock.now += 31
+    assert pool.states["a"].available(clock())  # not stuck at its concurrency limit
 
 
 def test_model_renames_per_upstream() -> None:
@@ -182,3 +190,18 @@ def test_route_parsing_refuses_renaming_a_glob_and_empty_lists() -> None:
         parse_routes("gpt-5*=x")
     with pytest.raises(StoreError, match="at least one"):
         parse_routes(" , ")
+
+
+def test_the_last_healthy_upstream_of_a_model_is_never_ejected_even_if_others_serve_other_models() -> None:
+    pool, clock = pool_of(record("only-gpt5", patterns="gpt-5*"), record("embeddings", patterns="text-embedding-*"))
+    for _ in range(EJECT_AFTER * 2):
+        pool.report_failure(pool.states["only-gpt5"], GPT5)
+    assert pool.states["only-gpt5"].available(clock())
+
+
+def test_round_robin_rotates_each_set_of_candidates_on_its_own() -> None:
+    pool, _ = pool_of(record("a", patterns="gpt-5*,o3"), record("b", patterns="gpt-5*,o3"), record("c", patterns="o3"),
+                      strategy="round_robin")
+    gpt5 = [pool.choose(GPT5, 0).id for _ in range(4)]
+    o3 = [pool.choose(("o3",), 0).id for _ in range(6)]
+    assert sorted(gpt5) == ["a", "a", "b", "b"] and sorted(o3) == ["a", "a", "b", "b", "c", "c"]

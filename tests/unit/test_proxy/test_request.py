@@ -109,8 +109,10 @@ def test_usage_is_read_from_bodies_and_from_the_end_of_streams() -> None:
     event = (b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
              b'{"input_tokens":11,"output_tokens":13,"output_tokens_details":{"reasoning_tokens":4}}}}\n\n')
     scanner.feed(b'data: {"type":"response.output_text.delta","delta":"hi"}\n\n')
-    scanner.feed(event[:40])  # split across chunks
-    scanner.feed(event[40:])
+    scanner.feed(b'data: {"choices":[{"delta":{}}],"usage":null}\n\n')
+    assert scanner.usage is None
+    big = event.replace(b'"response":{', b'"response":{"instructions":"' + b"x" * 20_000 + b'",')
+    scanner.feed(big)  # a large final event (long instructions and tools) still yields its usage
     assert scanner.usage is not None
     assert (scanner.usage.input_tokens, scanner.usage.output_tokens, scanner.usage.reasoning_tokens) == (11, 13, 4)
 
