@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 from sqlmodel import Field, SQLModel, select
 
-import app.pool._table  # noqa: F401  (registers the upstream table on SQLModel.metadata)
+import app.pool._table
 import app.usage._table  # noqa: F401  (registers the usage tables on SQLModel.metadata)
 import keys  # noqa: F401  (registers the key tables on SQLModel.metadata)
 from app.settings import Settings, SettingsError

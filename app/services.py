@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -14,15 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.catalog import CatalogService
 from app.crypto import Vault, VaultError
 from app.db import create_engine, read_meta
+from app.metrics import Metrics
 from app.pool import Pool, UpstreamStore
 from app.proxy import ProxyService, Relay
-from app.quota import QuotaService
+from app.quota import QuotaService, period_bounds
 from app.settings import Settings, SettingsError
+from app.usage._recorder import UsageRecorder, spend_since
 from keys import KeyCache, KeyStore
 
 __all__ = ["Services"]
 
 log = logging.getLogger("poolgate")
+BUDGET_REFRESH = 5.0  # seconds between reloads of spend from the database
 
 
 class Services:
@@ -36,7 +40,10 @@ class Services:
         self.vault = Vault.from_settings(settings)
         self.pool = Pool(UpstreamStore(engine, self.vault), self.vault, settings.balancer)
         self.relay = Relay(self.pool, settings)
-        self.proxy = ProxyService(self.relay, self.catalog)
+        self.recorder = UsageRecorder(engine)
+        self.metrics = Metrics()
+        self.quota.on_reject = lambda key_id, kind: self.metrics.quota_rejected(key_id=key_id, kind=kind)
+        self.proxy = ProxyService(self.relay, self.catalog, self.quota, self.recorder, self.metrics)
         self.last_sync = 0.0
         self.page_secret = b""
         self.views_warm = False
@@ -49,6 +56,8 @@ class Services:
         try:
             await services.keys.refresh()
             await services.pool.refresh()
+            await services.recorder.open()
+            await services.refresh_budgets()
             services.page_secret = bytes.fromhex(await read_meta(engine, "page_token_secret") or "")
         except (OperationalError, ProgrammingError) as exc:
             await engine.dispose()
@@ -65,6 +74,7 @@ class Services:
     async def _sync_forever(self) -> None:
         """Pick up key changes and catalog file edits made elsewhere, once per sync interval."""
         interval = self.settings.sync_interval
+        budgets_due = BUDGET_REFRESH
         await self.catalog.warm(self.keys.policies())
         self.views_warm = True
         while True:
@@ -76,6 +86,13 @@ class Services:
                 self.last_sync = time.monotonic()
             except Exception as exc:  # the next round tries again; requests keep the last good cache
                 log.warning("key sync failed, serving the cached keys: %s", exc)
+            budgets_due -= interval
+            if budgets_due <= 0:
+                budgets_due = BUDGET_REFRESH
+                try:
+                    await self.refresh_budgets()
+                except Exception as exc:
+                    log.warning("budget refresh failed, keeping the running totals: %s", exc)
             try:
                 if await self.pool.refresh():
                     await self.relay.prune()
@@ -86,6 +103,19 @@ class Services:
                     await self.catalog.warm(self.keys.policies())
             except Exception:
                 log.exception("catalog reload failed; still serving version %s", self.catalog.catalog.version)
+
+    async def refresh_budgets(self) -> None:
+        """Spend per budgeted key this period, from the usage rows every replica writes."""
+        now = datetime.now(UTC)
+        budgeted = [k for k in self.keys.records() if k.policy.quotas.budget_period is not None]
+        periods = {k.policy.quotas.budget_period for k in budgeted}
+        for period in periods:
+            assert period is not None
+            start, _ = period_bounds(period, now)
+            spent = await spend_since(self.engine, start)
+            for key in budgeted:
+                if key.policy.quotas.budget_period == period:
+                    self.quota.budgets.load(key.id, period, spent.get(key.id, 0.0), now)
 
     async def ready(self) -> tuple[bool, str]:
         if not self.views_warm:
@@ -106,5 +136,6 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
         await self.relay.close()
+        await self.recorder.close()
         await self.quota.close()
         await self.engine.dispose()

@@ -44,6 +44,9 @@ class KeyCache:
     def get(self, public_id: str) -> KeyRecord | None:
         return self._by_id.get(public_id)
 
+    def records(self) -> list[KeyRecord]:
+        return list(self._by_id.values())
+
     def policies(self) -> list[Policy]:
         """The distinct policies seen so far (keys share them), for pre-computing views."""
         return list(self._policies.values())

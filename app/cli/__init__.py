@@ -13,6 +13,7 @@ from app.cli._demo import register_demo
 from app.cli._keys import keys_app
 from app.cli._models import models_app
 from app.cli._upstreams import secrets_app, upstreams_app
+from app.cli._usage import register_usage
 from app.settings import Settings
 
 __all__ = ["cli", "main"]
@@ -28,6 +29,7 @@ cli.add_typer(models_app, name="models")
 cli.add_typer(upstreams_app, name="upstreams")
 cli.add_typer(secrets_app, name="secrets")
 register_demo(cli)
+register_usage(cli)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 cli.add_typer(db_app, name="db")
 

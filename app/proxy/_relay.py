@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class Outcome:
     model: str
     endpoint: str
     stream: bool
+    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
     upstream: str | None = None
     status: int = 0
     attempts: int = 0
@@ -67,6 +69,24 @@ class Outcome:
     first_byte: float | None = None
     finished: float | None = None
     error: str | None = None
+    events: int = 0
+    """Events relayed so far; estimates the output of a stream cut before it reported usage."""
+    on_finish: Callable[[Outcome], Awaitable[None]] | None = None
+    _done: bool = False
+
+    async def finish(self) -> None:
+        """Once per request, however it ended: account for it, then log it."""
+        if self._done:
+            return
+        self._done = True
+        if self.finished is None:
+            self.finished = time.monotonic()
+        if self.on_finish is not None:
+            try:
+                await self.on_finish(self)
+            except Exception:
+                log.exception("accounting for request %s failed", self.request_id)
+        self.log()
 
     def log(self) -> None:
         if not log.isEnabledFor(logging.INFO):
@@ -323,6 +343,7 @@ class _StreamRelay:
                         if not self.finished and any(mark in ready for mark in _FINAL[self.endpoint]):
                             self.finished = True
                         self.usage.feed(ready)
+                        self.outcome.events += ready.count(b"\n\n")
                         if self.drop_usage_chunk and b'"usage":{' in ready:
                             ready = _without_usage_chunks(ready)
                         yield ready
@@ -359,7 +380,7 @@ class _StreamRelay:
             self.response.release()  # the connection goes back to the pool
         else:
             self.response.close()  # the client left mid-stream: close it so the upstream stops at once
-        self.outcome.log()
+        await self.outcome.finish()
 
 
 _FINAL = {

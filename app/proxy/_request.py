@@ -20,6 +20,7 @@ from keys import KeyRecord
 
 __all__ = ["ClientRequest", "parse_request"]
 
+DEFAULT_OUTPUT = 4096  # reserved for a request that sets no output limit; settled to the real count after
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _PART_MODALITIES = {
@@ -48,6 +49,18 @@ class ClientRequest:
             return False
         options = self.body.get("stream_options")
         return not (isinstance(options, dict) and options.get("include_usage") is True)
+
+    @property
+    def estimate_tokens(self) -> int:
+        """Tokens to reserve before the call: the input (about 4 bytes a token) plus the most it may write."""
+        prompt = len(self.raw) // 4 + 1
+        if self.endpoint == "embeddings":
+            return prompt
+        for name in ("max_output_tokens", "max_completion_tokens", "max_tokens"):
+            value = self.body.get(name)
+            if isinstance(value, int) and value > 0:
+                return prompt + value
+        return prompt + min(self.model.max_output_tokens or DEFAULT_OUTPUT, DEFAULT_OUTPUT)
 
     def upstream_body(self, upstream_model: str) -> bytes:
         """The bytes to send: the client's own unless a field has to change."""

@@ -5,16 +5,19 @@ from __future__ import annotations
 from app.routes.health import healthz, readyz
 from app.routes.models import list_models, retrieve_model
 from app.routes.openai import chat_completions, embeddings, responses
+from app.routes.usage import key_usage, metrics
 
 __all__ = [
     "ROUTES",
     "chat_completions",
     "embeddings",
     "healthz",
+    "key_usage",
     "list_models",
+    "metrics",
     "readyz",
     "responses",
     "retrieve_model",
 ]
 
-ROUTES = [list_models, retrieve_model, chat_completions, responses, embeddings, healthz, readyz]
+ROUTES = [list_models, retrieve_model, chat_completions, responses, embeddings, key_usage, healthz, readyz, metrics]

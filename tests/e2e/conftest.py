@@ -27,10 +27,14 @@ class Gateway:
     server: ServerProcess
     fakes: dict[str, FakeUpstreamThread]
     keys: dict[str, str] = field(default_factory=dict)
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def client(self, key: str = "alice", **options: Any) -> openai.OpenAI:
+        """An SDK client for one of the gateway's keys; closed with the gateway."""
         options.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=self.server.base_url + "/v1", api_key=self.keys[key], **options)
+        client = openai.OpenAI(base_url=self.server.base_url + "/v1", api_key=self.keys[key], **options)
+        self.clients.append(client)
+        return client
 
     def served_by(self) -> dict[str, int]:
         return {name: len(fake.requests) for name, fake in self.fakes.items()}
@@ -83,6 +87,8 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
 
     yield build
     for gateway in started:
+        for client in gateway.clients:
+            client.close()
         gateway.server.stop()
         for fake in gateway.fakes.values():
             fake.stop()
