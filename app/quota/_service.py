@@ -31,6 +31,7 @@ from limits.storage import storage_from_string
 from app.errors import RateLimitError
 from app.quota._budget import BudgetBook, period_bounds
 from app.quota._headers import format_reset
+from app.quota._memory import SlicedMemoryStorage
 from app.settings import SettingsError
 from keys import KeyRecord
 
@@ -69,6 +70,8 @@ class QuotaService:
 
     @staticmethod
     def _storage(url: str) -> Storage:
+        if url.startswith("memory://"):
+            return SlicedMemoryStorage()
         try:
             storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
         except ConfigurationError as exc:
