@@ -1,4 +1,4 @@
-"""Per-key quotas on the ``limits`` library (sliding window counter), plus concurrency and spend.
+"""Per-key quotas: request and token windows, requests in flight, and spend.
 
 A request takes one unit from each of the key's request windows (per minute, per day)
 before anything else. Before the upstream call it reserves an estimate of its tokens
@@ -7,47 +7,31 @@ against its spend budget; after the call the reservation settles to the real usa
 Answers carry OpenAI's ``x-ratelimit-*`` headers for the window closest to running
 out; a refusal carries ``Retry-After`` exact to when that window frees enough.
 
-Sliding window counter: the previous fixed window's count, weighted by how much of it
-still overlaps the last minute (or day), plus the current window's count. O(1) memory
-per key and window, atomic on Redis, and within a fraction of a window of a true
-sliding log.
+The windows are sliding window counters (see ``_windows``): in this process for
+``memory://``, in Redis through the ``limits`` library for anything else.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import NoReturn
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, WindowStats
 from limits.aio.storage import Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
 from app.errors import RateLimitError
 from app.quota._budget import BudgetBook, period_bounds
 from app.quota._headers import format_reset
-from app.quota._memory import SlicedMemoryStorage
+from app.quota._windows import LimitsWindows, MemoryWindows, Window
 from app.settings import SettingsError
 from keys import KeyRecord
 
 __all__ = ["QuotaService", "Reservation"]
 
-
-@lru_cache(maxsize=4096)
-def _item(amount: int, per: str) -> RateLimitItem:
-    return RateLimitItemPerMinute(amount) if per == "minute" else RateLimitItemPerDay(amount)
-
-
-@lru_cache(maxsize=4096)
-def _tokens(amount: int, per: str) -> RateLimitItem:
-    """Token windows live under their own namespace, apart from the request windows."""
-    cls = RateLimitItemPerMinute if per == "minute" else RateLimitItemPerDay
-    return cls(amount, namespace="TOKENS")
+MINUTE, DAY = 60, 86_400
 
 
 @dataclass(slots=True)
@@ -62,16 +46,14 @@ class Reservation:
 
 class QuotaService:
     def __init__(self, url: str) -> None:
-        self.storage = self._storage(url)
+        self.windows: MemoryWindows | LimitsWindows = (
+            MemoryWindows() if url.startswith("memory://") else LimitsWindows(self._storage(url)))
         self.budgets = BudgetBook()
         self._inflight: dict[str, int] = {}
         self.on_reject: Callable[[str, str], None] | None = None
-        self._limiter = SlidingWindowCounterRateLimiter(self.storage)
 
     @staticmethod
     def _storage(url: str) -> Storage:
-        if url.startswith("memory://"):
-            return SlicedMemoryStorage()
         try:
             storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
         except ConfigurationError as exc:
@@ -83,44 +65,47 @@ class QuotaService:
     @classmethod
     def check_url(cls, url: str) -> None:
         """Fail at start, in one line, when the limits storage cannot be used."""
-        cls._storage(url)
+        if not url.startswith("memory://"):
+            cls._storage(url)
+
+    async def _take(self, name: str, windows: list[tuple[int, int]], cost: int, kind: str,
+                    key: KeyRecord) -> dict[str, str]:
+        """Test every window, then take from each: a refusal by one leaves the others untouched."""
+        take = self.windows.take
+        for limit, period in windows:
+            window = await take(name, limit, period, cost, test=True)
+            if not window.allowed:
+                self._refuse(key, kind, window, period)
+        binding: tuple[Window, int] | None = None
+        for limit, period in windows:
+            window = await take(name, limit, period, cost)
+            if not window.allowed:  # another replica took the room between the test and the take
+                self._refuse(key, kind, window, period)
+            if binding is None or window.remaining < binding[0].remaining:
+                binding = (window, period)
+        assert binding is not None
+        return _headers(binding[0], kind)
+
+    def _refuse(self, key: KeyRecord, kind: str, window: Window, period: int) -> NoReturn:
+        self.rejected(key, kind)
+        per = "minute" if period == MINUTE else "day"
+        raise RateLimitError(
+            f"Rate limit reached for {kind}: {window.limit} per {per} for this key. "
+            f"Please try again in {format_reset(window.reset_in)}.",
+            retry_after=window.reset_in, headers=_headers(window._replace(remaining=0), kind),
+        )
 
     async def take_request(self, key: KeyRecord) -> dict[str, str]:
         """Count one request against the key; its headers, or RateLimitError when over quota."""
         quotas = key.policy.quotas
-        windows = []
-        if quotas.rpm is not None:
-            windows.append(_item(quotas.rpm, "minute"))
-        if quotas.rpd is not None:
-            windows.append(_item(quotas.rpd, "day"))
-        if not windows:
-            return {}
-        limiter = self._limiter
-        # Test every window before taking from any, so a refusal by one leaves the others untouched.
-        for window in windows:
-            if not await limiter.test(window, key.id):
-                self.rejected(key, "requests")
-                _refuse(window, await limiter.get_window_stats(window, key.id))
-        binding: tuple[int, RateLimitItem, float] | None = None
-        for window in windows:
-            allowed = await limiter.hit(window, key.id)
-            stats = await limiter.get_window_stats(window, key.id)
-            if not allowed:  # another request took the last unit between the test and the hit
-                self.rejected(key, "requests")
-                _refuse(window, stats)
-            wait = max(0.0, stats.reset_time - time.time())
-            if binding is None or stats.remaining < binding[0]:
-                binding = (stats.remaining, window, wait)
-        assert binding is not None
-        remaining, window, wait = binding
-        return _headers(window.amount, remaining, wait)
+        windows = [(limit, period) for limit, period in ((quotas.rpm, MINUTE), (quotas.rpd, DAY)) if limit]
+        return await self._take(f"REQ:{key.id}", windows, 1, "requests", key) if windows else {}
 
     async def reserve(self, key: KeyRecord, estimate: int) -> tuple[Reservation, dict[str, str]]:
-        """Before the upstream call: a place in flight, the token estimate, the spend budget."""
+        """Before the upstream call: the spend budget, a place in flight, the token estimate."""
         quotas = key.policy.quotas
-        now = time.time()
         if quotas.budget_usd is not None and quotas.budget_period is not None:
-            moment = datetime.fromtimestamp(now, UTC)
+            moment = datetime.now(UTC)
             if self.budgets.spent(key.id, quotas.budget_period, moment) >= quotas.budget_usd:
                 _, end = period_bounds(quotas.budget_period, moment)
                 self.rejected(key, "budget")
@@ -138,49 +123,24 @@ class QuotaService:
             self._inflight[key.id] = self._inflight.get(key.id, 0) + 1
             holds_slot = True
         reservation = Reservation(key, 0, holds_slot)
+        windows = [(limit, period) for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)) if limit]
+        if not windows:
+            return reservation, {}
         try:
-            headers = await self._take_tokens(key, estimate)
+            for limit, period in windows:
+                if estimate > limit:  # can never fit: refuse at once, as OpenAI does
+                    self.rejected(key, "tokens")
+                    raise RateLimitError(
+                        f"Request too large for this key: about {estimate} tokens, limit {limit} per "
+                        f"{'minute' if period == MINUTE else 'day'}. Send less input or a lower max_tokens.",
+                        retry_after=period, headers=_headers(Window(False, limit, 0, period), "tokens"),
+                    )
+            headers = await self._take(f"TOK:{key.id}", windows, estimate, "tokens", key)
         except RateLimitError:
             await self.settle(reservation, 0)
             raise
-        reservation.tokens = estimate if headers else 0
+        reservation.tokens = estimate
         return reservation, headers
-
-    async def _take_tokens(self, key: KeyRecord, estimate: int) -> dict[str, str]:
-        quotas = key.policy.quotas
-        windows = [_tokens(amount, per) for amount, per in ((quotas.tpm, "minute"), (quotas.tpd, "day"))
-                   if amount is not None]
-        if not windows:
-            return {}
-        limiter = self._limiter
-        for window in windows:
-            if estimate > window.amount:  # can never fit: refuse at once, as OpenAI does
-                self.rejected(key, "tokens")
-                period = "minute" if isinstance(window, RateLimitItemPerMinute) else "day"
-                raise RateLimitError(
-                    f"Request too large for this key: about {estimate} tokens, limit {window.amount} per {period}. "
-                    "Send less input or a lower max_tokens.", retry_after=window.get_expiry(),
-                    headers=_headers(window.amount, 0, window.get_expiry(), "tokens"),
-                )
-            if not await limiter.test(window, key.id, cost=estimate):
-                self.rejected(key, "tokens")
-                stats = await limiter.get_window_stats(window, key.id)
-                wait = max(0.001, stats.reset_time - time.time())
-                raise RateLimitError(
-                    f"Rate limit reached for tokens: {window.amount} per "
-                    f"{'minute' if isinstance(window, RateLimitItemPerMinute) else 'day'} for this key. "
-                    f"Please try again in {format_reset(wait)}.",
-                    retry_after=wait, headers=_headers(window.amount, stats.remaining, wait, "tokens"),
-                )
-        binding: tuple[int, RateLimitItem, float] | None = None
-        for window in windows:
-            await limiter.hit(window, key.id, cost=estimate)
-            stats = await limiter.get_window_stats(window, key.id)
-            wait = max(0.0, stats.reset_time - time.time())
-            if binding is None or stats.remaining < binding[0]:
-                binding = (stats.remaining, window, wait)
-        assert binding is not None
-        return _headers(binding[1].amount, binding[0], binding[2], "tokens")
 
     async def settle(self, reservation: Reservation, actual_tokens: int, cost_usd: float = 0.0) -> None:
         """After the call: the token windows move from the estimate to the real count; the slot frees."""
@@ -196,10 +156,9 @@ class QuotaService:
         delta = actual_tokens - reservation.tokens
         if not reservation.tokens or not delta:
             return
-        for amount, per in ((quotas.tpm, "minute"), (quotas.tpd, "day")):
-            if amount is not None:
-                # A refund (negative) always applies; an overrun applies while the window has room.
-                await self._limiter.hit(_tokens(amount, per), key.id, cost=delta)
+        for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)):
+            if limit:  # a refund (negative) or an overrun, recorded either way
+                await self.windows.take(f"TOK:{key.id}", limit, period, delta, force=True)
 
     def rejected(self, key: KeyRecord, kind: str) -> None:
         if self.on_reject is not None:
@@ -209,25 +168,13 @@ class QuotaService:
         return self._inflight.get(key_id, 0)
 
     async def close(self) -> None:
-        reset = getattr(self.storage, "reset", None)
-        if reset is not None and self.storage.__class__.__name__ == "MemoryStorage":
-            await reset()
+        await self.windows.close()
 
 
-def _refuse(window: RateLimitItem, stats: WindowStats) -> NoReturn:
-    wait = max(0.0, stats.reset_time - time.time())
-    period = "minute" if isinstance(window, RateLimitItemPerMinute) else "day"
-    raise RateLimitError(
-        f"Rate limit reached for requests: {window.amount} per {period} for this key. "
-        f"Please try again in {format_reset(wait)}.",
-        retry_after=wait,
-        headers=_headers(window.amount, 0, wait),
-    )
-
-
-def _headers(limit: int, remaining: int, reset_in: float, kind: str = "requests") -> dict[str, str]:
+def _headers(window: Window, kind: str) -> dict[str, str]:
     return {
-        f"x-ratelimit-limit-{kind}": str(limit),
-        f"x-ratelimit-remaining-{kind}": str(remaining),
-        f"x-ratelimit-reset-{kind}": format_reset(reset_in),
+        f"x-ratelimit-limit-{kind}": str(window.limit),
+        f"x-ratelimit-remaining-{kind}": str(window.remaining),
+        f"x-ratelimit-reset-{kind}": format_reset(window.reset_in),
     }
+

@@ -3,9 +3,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.benchlib import models, proxy
+from scripts.benchlib import models, proxy, quotas
 
-SUITES = {"models": models.main, "proxy": proxy.main}
+SUITES = {"models": models.main, "proxy": proxy.main, "quotas": quotas.main}
 
 
 def main() -> int:
