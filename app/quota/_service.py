@@ -70,16 +70,23 @@ class QuotaService:
 
     async def _take(self, name: str, windows: list[tuple[int, int]], cost: int, kind: str,
                     key: KeyRecord) -> dict[str, str]:
-        """Test every window, then take from each: a refusal by one leaves the others untouched."""
+        """Take from every window, or from none: a refusal by one leaves the others as they were.
+
+        In process memory a take is one indivisible step, so a refusal gives back what the
+        earlier windows took; in Redis every window is tested first, then taken.
+        """
         take = self.windows.take
-        for limit, period in windows:
-            window = await take(name, limit, period, cost, test=True)
-            if not window.allowed:
-                self._refuse(key, kind, window, period)
+        if not self.windows.atomic:
+            for limit, period in windows:
+                window = await take(name, limit, period, cost, test=True)
+                if not window.allowed:
+                    self._refuse(key, kind, window, period)
         binding: tuple[Window, int] | None = None
-        for limit, period in windows:
+        for position, (limit, period) in enumerate(windows):
             window = await take(name, limit, period, cost)
-            if not window.allowed:  # another replica took the room between the test and the take
+            if not window.allowed:  # full (or, in Redis, taken by another replica since the test)
+                for earlier_limit, earlier_period in windows[:position]:
+                    await take(name, earlier_limit, earlier_period, -cost, force=True)
                 self._refuse(key, kind, window, period)
             if binding is None or window.remaining < binding[0].remaining:
                 binding = (window, period)

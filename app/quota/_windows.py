@@ -42,7 +42,11 @@ class MemoryWindows:
         self.clock = clock
         self.sweep_every = sweep_every
         self._counts: dict[tuple[str, int], list[int]] = {}  # (name, period) -> [window index, current, previous]
+        # Which counters were written in which window, so a sweep visits only the stale ones.
+        self._written: dict[tuple[int, int], set[tuple[str, int]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.atomic = True
+        """Test and take happen in one step here: nothing can run in between."""
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -66,7 +70,11 @@ class MemoryWindows:
             current = max(0, current + cost)
             self._counts[(name, period)] = [index, current, previous]
             weighted = previous * (period - into) / period + current
-            self._sweep_later()
+            written = self._written.get((period, index))
+            if written is None:
+                written = self._written[(period, index)] = set()
+                self._sweep_later()
+            written.add((name, period))
         remaining = max(0, limit - math.floor(weighted))
         return Window(fits, limit, remaining, 0.0 if fits and test else _wait(limit, cost, period, into,
                                                                                   current, previous))
@@ -79,12 +87,15 @@ class MemoryWindows:
         """Forget counters whose windows have both passed, a slice at a time, twice a minute at most."""
         await asyncio.sleep(self.sweep_every)
         now = self.clock()
-        for position, (name, period) in enumerate(list(self._counts)):
-            slot = self._counts.get((name, period))
-            if slot is not None and slot[0] < int(now // period) - 1:
-                del self._counts[(name, period)]
-            if position % SLICE == SLICE - 1:
-                await asyncio.sleep(0)
+        for period, index in [pi for pi in self._written if pi[1] < int(now // pi[0]) - 1]:
+            for position, name in enumerate(self._written.pop((period, index))):
+                slot = self._counts.get(name)
+                if slot is not None and slot[0] < int(now // period) - 1:
+                    del self._counts[name]
+                if position % SLICE == SLICE - 1:
+                    await asyncio.sleep(0)
+        if self._written:
+            self._sweep_later()
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -121,6 +132,7 @@ class LimitsWindows:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self.atomic = False
 
     async def take(self, name: str, limit: int, period: int, cost: int = 1, *, test: bool = False,
                    force: bool = False) -> Window:

@@ -80,6 +80,26 @@ def test_a_429_says_exactly_when_the_window_frees(make_gateway) -> None:  # type
     assert int(headers["retry-after"]) == -(-wait_ms // 1000)  # whole seconds, rounded up
 
 
+def test_the_sdk_waits_out_a_quota_429_and_then_succeeds(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 8, "interval": 0.05},
+                           keys={"alice": Policy(allowed_models=("*",), quotas=Quotas(max_concurrency=1))})
+    holder = gateway.client()
+    stream = holder.chat.completions.create(model="gpt-5", messages=CHAT, stream=True)
+    next(iter(stream))  # the key's one place in flight is taken for about half a second more
+
+    def drain() -> None:
+        for _ in stream:
+            pass
+
+    threading.Thread(target=drain).start()
+    # The first try is refused with Retry-After: 1; the SDK waits that long, retries, and gets through.
+    answer = gateway.client(max_retries=2).chat.completions.with_raw_response.create(model="gpt-5", messages=CHAT)
+    assert answer.http_response.status_code == 200
+    assert answer.retries_taken >= 1
+    metrics = gateway.server.http.get("/metrics").body.decode()
+    assert 'kind="concurrency"} 1' in metrics
+
+
 def test_concurrency_tokens_and_budget_limits(make_gateway) -> None:  # type: ignore[no-untyped-def]
     gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 40, "interval": 0.05}, keys={
         "two-at-once": Policy(allowed_models=("*",), quotas=Quotas(max_concurrency=2)),
