@@ -43,7 +43,8 @@ class MemoryWindows:
         self.sweep_every = sweep_every
         self._counts: dict[tuple[str, int], list[int]] = {}  # (name, period) -> [window index, current, previous]
         # Which counters were written in which window, so a sweep visits only the stale ones.
-        self._written: dict[tuple[int, int], set[tuple[str, int]]] = {}
+        # (A list, not a set: each counter is added once per window, and a list grows without rehashing.)
+        self._written: dict[tuple[int, int], list[tuple[str, int]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.atomic = True
         """Test and take happen in one step here: nothing can run in between."""
@@ -57,7 +58,8 @@ class MemoryWindows:
         now = self.clock()
         index, into = divmod(now, period)
         index = int(index)
-        slot = self._counts.get((name, period))
+        counter = (name, period)
+        slot = self._counts.get(counter)
         if slot is None or slot[0] < index - 1:
             current = previous = 0
         elif slot[0] == index - 1:
@@ -68,13 +70,16 @@ class MemoryWindows:
         fits = math.floor(weighted) + cost <= limit
         if (fits or force) and not test:
             current = max(0, current + cost)
-            self._counts[(name, period)] = [index, current, previous]
             weighted = previous * (period - into) / period + current
-            written = self._written.get((period, index))
-            if written is None:
-                written = self._written[(period, index)] = set()
-                self._sweep_later()
-            written.add((name, period))
+            if slot is not None and slot[0] == index:
+                slot[1] = current  # the common case allocates nothing: less work for the collector
+            else:
+                self._counts[counter] = [index, current, previous]
+                written = self._written.get((period, index))
+                if written is None:
+                    written = self._written[(period, index)] = []
+                    self._sweep_later()
+                written.append(counter)  # once per counter and window
         remaining = max(0, limit - math.floor(weighted))
         return Window(fits, limit, remaining, 0.0 if fits and test else _wait(limit, cost, period, into,
                                                                                   current, previous))
@@ -88,12 +93,17 @@ class MemoryWindows:
         await asyncio.sleep(self.sweep_every)
         now = self.clock()
         for period, index in [pi for pi in self._written if pi[1] < int(now // pi[0]) - 1]:
-            for position, name in enumerate(self._written.pop((period, index))):
-                slot = self._counts.get(name)
-                if slot is not None and slot[0] < int(now // period) - 1:
-                    del self._counts[name]
-                if position % SLICE == SLICE - 1:
-                    await asyncio.sleep(0)
+            stale_before = int(now // period) - 1
+            bucket = self._written.pop((period, index))
+            while bucket:  # a slice at a time, freed as it goes: even releasing 100k entries at once stalls
+                chunk = bucket[-SLICE:]
+                del bucket[-SLICE:]
+                for name in chunk:
+                    slot = self._counts.get(name)
+                    if slot is not None and slot[0] < stale_before:
+                        del self._counts[name]
+                del chunk
+                await asyncio.sleep(0)
         if self._written:
             self._sweep_later()
 
