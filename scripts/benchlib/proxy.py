@@ -22,13 +22,11 @@ from typing import Any
 
 import aiohttp
 
-from app.crypto import Vault
-from app.db import create_engine, upgrade
-from app.pool import UpstreamStore, parse_routes
+from app.db import upgrade
 from app.settings import Settings
 from keys import Policy
 from scripts.benchlib.common import ROOT, percentile, write_section, wrk
-from tests.support import ServerProcess, create_key, free_port, wait_for
+from tests.support import ServerProcess, add_upstreams, create_key, free_port, wait_for
 
 CHAT = {"model": "gpt-5", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
 
@@ -195,13 +193,7 @@ def main(*, quick: bool, write: bool) -> int:
         upgrade(settings)
         _, token = create_key(settings, "bench", Policy(allowed_models=("*",)))
 
-        async def add() -> None:
-            engine = create_engine(settings)
-            await UpstreamStore(engine, Vault.from_settings(settings)).add(
-                "bench", f"http://127.0.0.1:{fake_port}/v1", parse_routes("*"))
-            await engine.dispose()
-
-        asyncio.run(add())
+        add_upstreams(settings, [{"name": "bench", "base_url": f"http://127.0.0.1:{fake_port}/v1", "models": "*"}])
         server = ServerProcess(settings, env={"POOLGATE_LOG_LEVEL": "warning"}).start()
         targets = {"direct": f"http://127.0.0.1:{fake_port}/v1/chat/completions",
                    "poolgate": f"{server.base_url}/v1/chat/completions"}

@@ -19,16 +19,14 @@ from typing import Any
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from app.crypto import Vault
-from app.db import create_engine, upgrade
-from app.pool import UpstreamStore, parse_routes
+from app.db import upgrade
 from app.quota import QuotaService
 from app.quota._windows import MemoryWindows
 from app.settings import Settings
 from keys import KeyRecord, Policy, Quotas
 from scripts.benchlib.common import percentile, write_section
 from scripts.benchlib.proxy import _wrk_post, start_fake
-from tests.support import ServerProcess, create_key, free_port
+from tests.support import ServerProcess, add_upstreams, create_key, free_port
 
 QUOTAS = Quotas(rpm=1_000_000, rpd=100_000_000, tpm=1_000_000_000, tpd=1_000_000_000, max_concurrency=10_000)
 
@@ -132,13 +130,7 @@ def _gateway_throughput(seconds: int, tmp: Path) -> dict[str, Any]:
         "refused": create_key(settings, "over", Policy(allowed_models=("*",), quotas=Quotas(rpm=1)))[1],
     }
 
-    async def add() -> None:
-        engine = create_engine(settings)
-        await UpstreamStore(engine, Vault.from_settings(settings)).add(
-            "bench", f"http://127.0.0.1:{fake_port}/v1", parse_routes("*"))
-        await engine.dispose()
-
-    asyncio.run(add())
+    add_upstreams(settings, [{"name": "bench", "base_url": f"http://127.0.0.1:{fake_port}/v1", "models": "*"}])
     server = ServerProcess(settings, env={"POOLGATE_LOG_LEVEL": "warning"}).start()
     url = server.base_url + "/v1/chat/completions"
     results: dict[str, Any] = {}

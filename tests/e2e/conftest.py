@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +8,9 @@ from typing import Any
 import openai
 import pytest
 
-from app.crypto import Vault
-from app.db import create_engine
-from app.pool import UpstreamStore, parse_routes
 from app.settings import Settings
 from keys import Policy
-from tests.support import FakeUpstreamThread, ServerProcess, create_key
+from tests.support import FakeUpstreamThread, ServerProcess, add_upstreams, create_key
 
 MODELS = ("gpt-5", "gpt-5-mini", "o3", "text-embedding-3-small", "gpt-5.1-codex", "o3-2025-04-16")
 
@@ -41,17 +37,6 @@ class Gateway:
 
     def all_requests(self) -> list[Any]:
         return [r for fake in self.fakes.values() for r in fake.requests]
-
-
-def add_upstreams(settings: Settings, specs: list[dict[str, Any]]) -> None:
-    async def go() -> None:
-        engine = create_engine(settings)
-        store = UpstreamStore(engine, Vault.from_settings(settings))
-        for spec in specs:
-            await store.add(spec.pop("name"), spec.pop("base_url"), parse_routes(spec.pop("models")), **spec)
-        await engine.dispose()
-
-    asyncio.run(go())
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ __all__ = [
     "GiveUp",
     "Http",
     "ServerProcess",
+    "add_upstreams",
     "create_key",
     "env_for",
     "free_port",
@@ -99,6 +100,23 @@ def poolgate(settings: Settings, *args: str, env: Mapping[str, str] | None = Non
         timeout=60,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def add_upstreams(settings: Settings, specs: list[dict[str, Any]]) -> None:
+    """Register upstream accounts through the store the CLI uses: ``{"name", "base_url", "models", ...}``."""
+    from app.crypto import Vault
+    from app.pool import UpstreamStore, parse_routes
+
+    async def go() -> None:
+        engine = create_engine(settings)
+        store = UpstreamStore(engine, Vault.from_settings(settings))
+        for given in specs:
+            spec = dict(given)
+            await store.add(spec.pop("name"), spec.pop("base_url"), parse_routes(spec.pop("models")), **spec)
+        await engine.dispose()
+
+    upgrade(settings)
+    asyncio.run(go())
 
 
 def create_key(settings: Settings, name: str, policy: Policy, **kwargs: Any) -> tuple[KeyRecord, str]:
