@@ -9,7 +9,7 @@ from app.catalog import Catalog, ModelInfo
 from app.errors import AuthenticationError, GatewayError, NotFoundError, PermissionDeniedError
 from keys import AuthRejected, KeyCache, KeyRecord, Rejection
 
-__all__ = ["authenticate", "model_not_found", "resolve_model"]
+__all__ = ["authenticate", "model_not_allowed", "model_not_found", "resolve_model"]
 
 INVALID_KEY_MESSAGE = (
     "Incorrect API key provided. Pass a poolgate key as 'Authorization: Bearer <key>'; "
@@ -50,13 +50,17 @@ def model_not_found(name: str) -> NotFoundError:
     )
 
 
+def model_not_allowed(name: str) -> PermissionDeniedError:
+    return PermissionDeniedError(
+        f"This API key may not use the model '{name}'.", code="model_not_allowed", param="model"
+    )
+
+
 def resolve_model(catalog: Catalog, key: KeyRecord, name: str) -> ModelInfo:
     """The canonical model a name stands for, if this key may call it."""
     model = catalog.resolve(name)
     if model is None:
         raise model_not_found(name)
     if not key.policy.allows_model(model.names):
-        raise PermissionDeniedError(
-            f"This API key may not use the model '{name}'.", code="model_not_allowed", param="model"
-        )
+        raise model_not_allowed(name)
     return model

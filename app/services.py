@@ -106,6 +106,8 @@ class Services:
 
     async def refresh_budgets(self) -> None:
         """Spend per budgeted key this period, from the usage rows every replica writes."""
+        if not any(policy.quotas.budget_period for policy in self.keys.policies()):
+            return  # the common case: no key has a budget, so no need to walk every cached key
         now = datetime.now(UTC)
         budgeted = [k for k in self.keys.records() if k.policy.quotas.budget_period is not None]
         periods = {k.policy.quotas.budget_period for k in budgeted}

@@ -9,9 +9,9 @@ import msgspec
 from litestar import Response, get
 
 from app._types import AnyRequest
-from app.access import model_not_found
+from app.access import model_not_allowed, resolve_model
 from app.catalog import ENDPOINTS, PageTokenError, make_page_token, read_page_token
-from app.errors import InvalidRequestError, PermissionDeniedError
+from app.errors import InvalidRequestError
 from app.routes._auth import authorize
 from app.services import Services
 
@@ -91,15 +91,11 @@ async def list_models(request: AnyRequest, services: Services) -> Response[bytes
 async def retrieve_model(request: AnyRequest, services: Services, model_id: str) -> Response[bytes]:
     key, headers = await authorize(request, services)
     name = str(model_id).lstrip("/")
-    model = services.catalog.catalog.resolve(name)
-    if model is None:
-        raise model_not_found(name)
+    model = resolve_model(services.catalog.catalog, key, name)
     view = services.catalog.view(key.policy)
-    position = view.index.get(model.id) if key.policy.allows_model(model.names) else None
-    if position is None:
-        raise PermissionDeniedError(
-            f"This API key may not use the model '{name}'.", code="model_not_allowed", param="model"
-        )
+    position = view.index.get(model.id)
+    if position is None:  # allowed by name, but nothing of it is usable by this key (trimmed away)
+        raise model_not_allowed(name)
     body = view.items[position]
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {**headers, "etag": etag, "cache-control": _CACHE_CONTROL}
