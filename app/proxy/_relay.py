@@ -242,7 +242,7 @@ class Relay:
                         url, data=body, headers={**forward, **state.headers}, allow_redirects=False)
                     status = response.status
                     if status == 429:
-                        wait = state.rate_limited(response.headers, clock())
+                        wait = self.pool.report_rate_limited(state, response.headers)
                         raise _Retry(RateLimitError("The upstream account is rate-limited.", retry_after=wait))
                     if status >= 500 or status in (401, 407):  # the upstream's fault, or our credential for it
                         self.pool.report_failure(state, names)
@@ -334,6 +334,7 @@ class _StreamRelay:
     async def chunks(self, first: bytes) -> AsyncIterator[bytes]:
         pending = b""
         data = first
+        failure: GatewayError | None = None
         try:
             while True:
                 if data:
@@ -347,15 +348,22 @@ class _StreamRelay:
                         if self.drop_usage_chunk and b'"usage":{' in ready:
                             ready = _without_usage_chunks(ready)
                         yield ready
+                if failure is not None:
+                    yield self._error(failure)
+                    return
                 try:
                     async with asyncio.timeout(self.idle_timeout):
                         data = await self.response.content.readany()
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                except TimeoutError:
                     self.pool.report_failure(self.state, self.names)
-                    yield self._error(UpstreamTimeoutError("The upstream stopped sending.")
-                                      if isinstance(exc, TimeoutError) else
-                                      UpstreamError("The upstream connection failed mid-stream."))
-                    return
+                    failure, data = UpstreamTimeoutError("The upstream stopped sending."), b""
+                    continue
+                except aiohttp.ClientError:
+                    self.pool.report_failure(self.state, self.names)
+                    # Events that arrived before the connection broke are still the client's.
+                    failure = UpstreamError("The upstream connection failed mid-stream.")
+                    data = _received_before_failure(self.response.content)
+                    continue
                 if not data:  # end of the upstream's body
                     if pending.strip():
                         yield pending
@@ -394,6 +402,11 @@ def _without_usage_chunks(events: bytes) -> bytes:
     """Drop chat chunks that only carry usage (``"choices":[]``): the client did not ask for them."""
     kept = [e for e in events.split(b"\n\n") if not (b'"usage":{' in e and b'"choices":[]' in e)]
     return b"\n\n".join(kept)
+
+
+def _received_before_failure(content: aiohttp.StreamReader) -> bytes:
+    """What aiohttp had buffered when the connection failed: its read methods raise instead of returning it."""
+    return b"".join(getattr(content, "_buffer", ()))
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
