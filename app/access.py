@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TypeVar
 
 from app.catalog import Catalog, ModelInfo
-from app.errors import AuthenticationError, GatewayError, NotFoundError, PermissionDeniedError
+from app.errors import AuthenticationError, GatewayError, NotFoundError, PermissionDeniedError, RateLimitError
 from keys import AuthRejected, KeyCache, KeyRecord, Rejection
 
-__all__ = ["authenticate", "model_not_allowed", "model_not_found", "resolve_model"]
+__all__ = ["authenticate", "codex_fatal", "is_codex", "model_not_allowed", "model_not_found", "resolve_model"]
+
+E = TypeVar("E", bound=GatewayError)
 
 INVALID_KEY_MESSAGE = (
     "Incorrect API key provided. Pass a poolgate key as 'Authorization: Bearer <key>'; "
@@ -64,3 +67,35 @@ def resolve_model(catalog: Catalog, key: KeyRecord, name: str) -> ModelInfo:
     if not key.policy.allows_model(model.names):
         raise model_not_allowed(name)
     return model
+
+
+_FATAL_FOR_CODEX = frozenset({
+    "model_not_allowed", "endpoint_not_allowed", "reasoning_effort_not_allowed", "modality_not_allowed",
+})
+
+
+def is_codex(headers: Mapping[str, str]) -> bool:
+    """The Codex CLI names itself in ``originator`` (codex_exec, codex_cli_rs, ...) and its user agent."""
+    originator = headers.get("originator") or headers.get("user-agent") or ""
+    return originator[:5].lower() == "codex"
+
+
+CODEX_MAX_WAIT = 60.0
+"""Codex sleeps for any Retry-After it gets, however long; past this it is told to stop instead."""
+
+
+def codex_fatal(exc: E) -> E:
+    """The same error for Codex, shaped so that Codex stops at once when no retry can help.
+
+    Codex retries a 403 six times, but stops on ``model_not_found``: a refusal that no retry can
+    change keeps its message (which names the model) and takes that code. Codex waits out every
+    429 that carries Retry-After: a spent budget, a request that can never fit its window, or a
+    window that reopens only in minutes or hours goes without it, so the user reads the message
+    now instead of a silent hang.
+    """
+    if isinstance(exc, PermissionDeniedError) and exc.code in _FATAL_FOR_CODEX:
+        exc.code = "model_not_found"
+    elif isinstance(exc, RateLimitError) and (not exc.retryable or exc.retry_after > CODEX_MAX_WAIT):
+        exc.headers.pop("retry-after", None)
+        exc.headers.pop("retry-after-ms", None)
+    return exc

@@ -91,7 +91,13 @@ def build_catalog(
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise CatalogError(f"{source}: models[{index}] needs a string 'id'")
         base = merged.get(entry["id"])
-        merged[entry["id"]] = {**base, **entry} if base else {"created": created_default, **entry}
+        if base is None:
+            merged[entry["id"]] = {"created": created_default, **entry}
+            continue
+        combined = {**base, **entry}
+        if isinstance(base.get("codex"), dict) and isinstance(entry.get("codex"), dict):
+            combined["codex"] = {**base["codex"], **entry["codex"]}  # override only the codex fields named
+        merged[entry["id"]] = combined
 
     hide = operator.get("hide", [])
     if not isinstance(hide, list) or not all(isinstance(h, str) for h in hide):

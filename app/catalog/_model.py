@@ -9,7 +9,16 @@ import msgspec
 from app.settings import BALANCERS
 from keys import EFFORTS, MODALITIES, VERBOSITIES
 
-__all__ = ["ENDPOINTS", "CatalogError", "ModelInfo", "Pricing", "ReasoningLevel"]
+__all__ = [
+    "ENDPOINTS",
+    "CatalogError",
+    "CodexInfo",
+    "ModelInfo",
+    "Pricing",
+    "ReasoningLevel",
+    "TruncationPolicy",
+    "parse_version",
+]
 
 Endpoint = Literal["chat_completions", "responses", "embeddings"]
 ENDPOINTS: tuple[str, ...] = ("chat_completions", "responses", "embeddings")
@@ -31,6 +40,24 @@ class Pricing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     output: float | None = None
     cache_read: float | None = None
     cache_write: float | None = None
+
+
+class TruncationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the Codex CLI cuts long tool output before sending it back to the model."""
+
+    mode: Literal["bytes", "tokens"] = "tokens"
+    limit: int = 10_000
+
+
+class CodexInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Fields only the Codex CLI reads; each has a default that Codex accepts."""
+
+    shell_type: Literal["shell_command", "default", "local", "unified_exec", "disabled"] = "shell_command"
+    visibility: Literal["list", "hide", "none"] = "list"
+    base_instructions: str | None = None
+    """The system prompt Codex sends first; None sends poolgate's short default."""
+    truncation_policy: TruncationPolicy = TruncationPolicy()
+    experimental_supported_tools: tuple[str, ...] = ()
 
 
 class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -59,6 +86,7 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pricing: Pricing | None = None
     balancer: str | None = None
     """Operator's choice of strategy for this model; None uses POOLGATE_BALANCER."""
+    codex: CodexInfo = CodexInfo()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -90,6 +118,8 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise CatalogError(f"{where}: balancer must be one of {', '.join(BALANCERS)}")
         if self.minimal_client_version is not None and not _is_version(self.minimal_client_version):
             raise CatalogError(f"{where}: minimal_client_version must look like 1.2.3")
+        if self.codex.truncation_policy.limit <= 0:
+            raise CatalogError(f"{where}: codex.truncation_policy.limit must be positive")
         return msgspec.structs.replace(
             self,
             owned_by=self.owned_by or self.provider,
@@ -101,3 +131,15 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 def _is_version(value: str) -> bool:
     parts = value.split(".")
     return 1 <= len(parts) <= 4 and all(p.isdigit() for p in parts)
+
+
+def parse_version(value: str) -> tuple[int, ...] | None:
+    """``0.169.0`` or ``0.170.0-alpha.2`` as numbers (pre-release tags ignored); None if it is no version."""
+    core = value.strip().split("-", 1)[0].split("+", 1)[0]
+    parts = core.split(".")
+    if not 1 <= len(parts) <= 4 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+        return None
+    numbers = [int(p) for p in parts]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.catalog._loader import Catalog, build_catalog, load_bundled, read_operator_file
-from app.catalog._model import CatalogError
+from app.catalog._model import CatalogError, parse_version
 from app.catalog._view import ModelView, ViewCache
 from keys import Policy
 
@@ -24,6 +24,7 @@ class CatalogService:
         self._bundled: list[dict[str, Any]] = load_bundled()
         self._stamp: tuple[int, int] | None = None
         self._views = ViewCache()
+        self._thresholds: tuple[Catalog | None, list[tuple[int, ...]]] = (None, [])
         self.last_error: str | None = None
         self.catalog: Catalog = self._build()
 
@@ -68,5 +69,23 @@ class CatalogService:
     async def warm(self, policies: Iterable[Policy]) -> None:
         await self._views.warm(self.catalog, policies)
 
-    def view(self, policy: Policy, endpoint: str | None = None, provider: str | None = None) -> ModelView:
-        return self._views.get(self.catalog, policy, endpoint, provider)
+    def view(
+        self,
+        policy: Policy,
+        endpoint: str | None = None,
+        provider: str | None = None,
+        client_version: tuple[int, ...] | None = None,
+    ) -> ModelView:
+        if client_version is not None:
+            client_version = self._version_class(client_version)
+        return self._views.get(self.catalog, policy, endpoint, provider, client_version)
+
+    def _version_class(self, client_version: tuple[int, ...]) -> tuple[int, ...]:
+        """The newest minimal_client_version the client meets: clients alike see the same view, so
+        any number of version strings cost one cached view per catalog threshold, not one each."""
+        catalog = self.catalog
+        if self._thresholds[0] is not catalog:
+            found = {parse_version(m.minimal_client_version) for m in catalog.models if m.minimal_client_version}
+            self._thresholds = (catalog, sorted(v for v in found if v is not None))
+        met = [v for v in self._thresholds[1] if v <= client_version]
+        return met[-1] if met else (0,)

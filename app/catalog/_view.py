@@ -21,15 +21,17 @@ from typing import Any, NamedTuple
 import msgspec
 
 from app.catalog._loader import Catalog
-from app.catalog._model import ModelInfo
+from app.catalog._model import ModelInfo, parse_version
 from keys import EFFORTS, VERBOSITIES, NameIndex, Policy
 
 __all__ = [
+    "DEFAULT_BASE_INSTRUCTIONS",
     "ModelView",
     "PageTokenError",
     "Renderer",
     "ViewCache",
     "build_view",
+    "codex_entry",
     "make_page_token",
     "read_page_token",
     "trim_model",
@@ -37,6 +39,15 @@ __all__ = [
 
 _encode = msgspec.json.encode
 _ALWAYS_OUTPUT = frozenset({"text", "embedding"})
+_CODEX_INPUTS = ("text", "image")
+"""The input modalities Codex knows; any other value makes it drop the whole catalog."""
+
+DEFAULT_BASE_INSTRUCTIONS = (
+    "You are a coding agent working in the user's terminal and repository. Read the relevant code before "
+    "changing it, make focused changes in the project's own style, run its checks when you can, and end with "
+    "a short account of what you changed and why. Ask when a request is ambiguous, and never run a destructive "
+    "command the user did not ask for."
+)
 
 
 class PageTokenError(ValueError):
@@ -47,6 +58,8 @@ class PageTokenError(ValueError):
 class ModelView:
     ids: tuple[str, ...]
     items: tuple[bytes, ...]
+    codex_items: tuple[bytes, ...] | None
+    """Codex ModelInfo entries aligned with ``items`` when the view was asked for a Codex client."""
     index: dict[str, int]
     prefix: bytes
     etag: str
@@ -56,6 +69,9 @@ class ModelView:
     def page(self, offset: int, size: int) -> tuple[tuple[bytes, ...], bool]:
         chunk = self.items[offset : offset + size]
         return chunk, offset + size < len(self.items)
+
+    def codex_page(self, offset: int, size: int) -> tuple[bytes, ...] | None:
+        return None if self.codex_items is None else self.codex_items[offset : offset + size]
 
 
 def _nearest(wanted: str | None, allowed: list[str], order: tuple[str, ...]) -> str | None:
@@ -128,6 +144,43 @@ def trim_model(model: ModelInfo, policy: Policy) -> dict[str, Any] | None:
     }
 
 
+def codex_entry(model: ModelInfo, trimmed: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The Codex CLI's ModelInfo for a trimmed model; ``rank`` orders the picker, lowest is the default."""
+    meta = trimmed["metadata"]
+    codex = model.codex
+    return {
+        "slug": model.id,
+        "display_name": meta["display_name"],
+        "description": meta["description"] or None,
+        "supported_reasoning_levels": meta["supported_reasoning_levels"],
+        "default_reasoning_level": meta["default_reasoning_level"],
+        "shell_type": codex.shell_type,
+        "visibility": codex.visibility,
+        "supported_in_api": model.available_in_api,
+        "priority": rank,
+        "base_instructions": DEFAULT_BASE_INSTRUCTIONS if codex.base_instructions is None else codex.base_instructions,
+        "support_verbosity": meta["support_verbosity"],
+        "default_verbosity": meta["default_verbosity"],
+        "truncation_policy": {"mode": codex.truncation_policy.mode, "limit": codex.truncation_policy.limit},
+        "experimental_supported_tools": list(codex.experimental_supported_tools),
+        "supports_reasoning_summaries": model.supports_reasoning_summaries,
+        "supports_parallel_tool_calls": model.supports_parallel_tool_calls,
+        "prefer_websockets": model.prefer_websockets,
+        "context_window": meta["context_window"],
+        "input_modalities": [m for m in meta["input_modalities"] if m in _CODEX_INPUTS],
+    }
+
+
+def _serves_codex(model: ModelInfo, client_version: tuple[int, ...]) -> bool:
+    """Codex sends every turn to /responses, and does not check minimal_client_version itself."""
+    if "responses" not in model.supported_endpoints:
+        return False
+    if model.minimal_client_version is None:
+        return True
+    needed = parse_version(model.minimal_client_version)
+    return needed is None or needed <= client_version
+
+
 TrimKey = tuple[tuple[str, ...] | None, tuple[str, ...] | None, tuple[str, ...] | None]
 
 
@@ -177,8 +230,14 @@ class Renderer:
 
 
 def build_view(
-    catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None, renderer: Renderer | None = None
+    catalog: Catalog,
+    policy: Policy,
+    endpoint: str | None,
+    provider: str | None,
+    renderer: Renderer | None = None,
+    client_version: tuple[int, ...] | None = None,
 ) -> ModelView:
+    """The key's list; with ``client_version`` (a Codex client), only what that Codex can use, plus its entries."""
     renderer = renderer if renderer is not None and renderer.catalog is catalog else Renderer(catalog)
     models = catalog.models
     rendered_items = renderer.items(policy)
@@ -189,6 +248,8 @@ def build_view(
             continue
         if provider is not None and model.provider.lower() != provider:
             continue
+        if client_version is not None and not _serves_codex(model, client_version):
+            continue
         rendered = rendered_items[index]
         if rendered is False:
             rendered = renderer.render(index, policy, rendered_items)
@@ -197,21 +258,32 @@ def build_view(
     candidates.sort(key=lambda c: (c[0], c[1]))  # catalog order breaks ties: priority desc, then id
     ids = tuple(c[2] for c in candidates)
     items = tuple(c[3].body for c in candidates)
+    codex_items = None
+    codex_part = b""
+    etag_source = hashlib.blake2b(catalog.version.encode(), digest_size=16)
+    if client_version is not None:
+        codex_items = tuple(
+            _encode(codex_entry(models[c[1]], trim_model(models[c[1]], policy) or {}, rank))
+            for rank, c in enumerate(candidates)
+        )
+        codex_part = b',"models":[' + b",".join(codex_items) + b"]"
+        etag_source.update(b"codex")
     prefix = (
-        b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":false,"catalog_version":'
+        b'{"object":"list","data":[' + b",".join(items) + b"]" + codex_part + b',"has_more":false,"catalog_version":'
         + _encode(catalog.version) + b',"catalog_age_seconds":'
     )
-    etag_source = hashlib.blake2b(catalog.version.encode(), digest_size=16)
     for candidate in candidates:
         etag_source.update(candidate[3].digest)
+    version_tag = "" if client_version is None else "codex" + ".".join(map(str, client_version))
     return ModelView(
         ids=ids,
         items=items,
+        codex_items=codex_items,
         index={model_id: i for i, model_id in enumerate(ids)},
         prefix=prefix,
         etag='"' + etag_source.hexdigest() + '"',
         catalog_version=catalog.version,
-        filter_tag=f"{policy.view_fingerprint}:{endpoint or ''}:{provider or ''}",
+        filter_tag=f"{policy.view_fingerprint}:{endpoint or ''}:{provider or ''}:{version_tag}",
     )
 
 
@@ -245,7 +317,9 @@ class ViewCache:
     """Bounded LRU of rendered views; a new catalog version simply stops hitting old entries."""
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._entries: OrderedDict[tuple[str, str, str | None, str | None], ModelView] = OrderedDict()
+        self._entries: OrderedDict[
+            tuple[str, str, str | None, str | None, tuple[int, ...] | None], ModelView
+        ] = OrderedDict()
         self._max = max_entries
         self._renderer: Renderer | None = None
 
@@ -264,14 +338,21 @@ class ViewCache:
                 seen.add(trim)
                 await renderer.warm(policy)
 
-    def get(self, catalog: Catalog, policy: Policy, endpoint: str | None, provider: str | None) -> ModelView:
-        key = (policy.view_fingerprint, catalog.version, endpoint, provider)
+    def get(
+        self,
+        catalog: Catalog,
+        policy: Policy,
+        endpoint: str | None,
+        provider: str | None,
+        client_version: tuple[int, ...] | None = None,
+    ) -> ModelView:
+        key = (policy.view_fingerprint, catalog.version, endpoint, provider, client_version)
         entries = self._entries
         view = entries.get(key)
         if view is not None:
             entries.move_to_end(key)
             return view
-        view = build_view(catalog, policy, endpoint, provider, self._renderer_for(catalog))
+        view = build_view(catalog, policy, endpoint, provider, self._renderer_for(catalog), client_version)
         entries[key] = view
         if len(entries) > self._max:
             entries.popitem(last=False)

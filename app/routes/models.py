@@ -10,7 +10,7 @@ from litestar import Response, get
 
 from app._types import AnyRequest
 from app.access import model_not_allowed, resolve_model
-from app.catalog import ENDPOINTS, PageTokenError, make_page_token, read_page_token
+from app.catalog import ENDPOINTS, PageTokenError, make_page_token, parse_version, read_page_token
 from app.errors import InvalidRequestError
 from app.routes._auth import authorize
 from app.services import Services
@@ -28,6 +28,19 @@ def _not_modified(request: AnyRequest, etag: str) -> bool:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
     return etag in tags or "*" in tags
+
+
+def _client_version(request: AnyRequest) -> tuple[int, ...] | None:
+    """The Codex CLI's version from ``?client_version=``; its presence asks for the Codex ``models`` list too."""
+    text = request.query_params.get("client_version")
+    if text is None:
+        return None
+    version = parse_version(text)
+    if version is None:
+        raise InvalidRequestError(
+            f"Invalid client_version {text!r}: expected a version such as 0.169.0.", param="client_version"
+        )
+    return version
 
 
 def _query(request: AnyRequest, providers: frozenset[str]) -> tuple[str | None, str | None, int | None, str | None]:
@@ -61,7 +74,7 @@ async def list_models(request: AnyRequest, services: Services) -> Response[bytes
     key, headers = await authorize(request, services)
     catalog = services.catalog
     endpoint, provider, page_size, page_token = _query(request, catalog.catalog.providers)
-    view = catalog.view(key.policy, endpoint, provider)
+    view = catalog.view(key.policy, endpoint, provider, _client_version(request))
     offset = 0
     if page_token is not None:
         try:
@@ -78,8 +91,10 @@ async def list_models(request: AnyRequest, services: Services) -> Response[bytes
     else:
         items, has_more = view.page(offset, page_size)
         next_token = make_page_token(view, offset + page_size, services.page_secret, key.id) if has_more else None
+        codex_items = view.codex_page(offset, page_size)
+        codex_part = b"" if codex_items is None else b',"models":[' + b",".join(codex_items) + b"]"
         body = (
-            b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":'
+            b'{"object":"list","data":[' + b",".join(items) + b"]" + codex_part + b',"has_more":'
             + (b"true" if has_more else b"false") + b',"next_page_token":' + msgspec.json.encode(next_token)
             + b',"catalog_version":' + msgspec.json.encode(view.catalog_version)
             + b',"catalog_age_seconds":' + age + b"}"

@@ -10,9 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from app.settings import Settings
 from keys import Policy, Quotas
-from tests.support import ServerProcess, create_key
+from tests.support import Databases, ServerProcess, create_key
 
 
 @dataclass
@@ -25,8 +24,8 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("e2e")) / "data", sync_interval=0.1)
+def deployment(tmp_path_factory: pytest.TempPathFactory, databases: Databases) -> Iterator[Deployment]:
+    settings = databases.settings(Path(tmp_path_factory.mktemp("e2e")) / "data", sync_interval=0.1)
     policies = {
         "alice": Policy(allowed_models=("gpt-5*", "o3"), priority_rules=("gpt-5.1-codex", "gpt-5*"),
                         allowed_reasoning_efforts=("low", "medium")),
@@ -44,6 +43,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         yield Deployment(server, keys)
     finally:
         server.stop()
+        databases.release(settings)
 
 
 def test_the_sdk_lists_exactly_the_keys_models_in_its_order(deployment: Deployment) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from app.settings import Settings
@@ -17,10 +18,12 @@ def _write(path: Path, data: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def test_edits_are_served_and_broken_edits_keep_the_old_catalog(tmp_path: Path) -> None:
+def test_edits_are_served_and_broken_edits_keep_the_old_catalog(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
     catalog_file = tmp_path / "catalog.json"
     _write(catalog_file, {"models": [{"id": "house-model", "display_name": "House", "priority": 500}]})
-    settings = Settings(data_dir=tmp_path / "data", sync_interval=0.1, catalog_file=catalog_file)
+    settings = make_settings(sync_interval=0.1, catalog_file=catalog_file)
     _, token = create_key(settings, "ops", Policy(allowed_models=("*",)))
     server = ServerProcess(settings).start()
     try:
@@ -45,10 +48,12 @@ def test_edits_are_served_and_broken_edits_keep_the_old_catalog(tmp_path: Path) 
         server.stop()
 
 
-def test_a_broken_catalog_file_stops_start_up_with_one_line(tmp_path: Path) -> None:
+def test_a_broken_catalog_file_stops_start_up_with_one_line(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
     catalog_file = tmp_path / "catalog.toml"
     catalog_file.write_text("models = [ { id = 'x', context_window = 'big' } ]")
-    settings = Settings(data_dir=tmp_path / "data", catalog_file=catalog_file)
+    settings = make_settings(catalog_file=catalog_file)
     for command in (["models", "list"], ["serve", "--port", "1"]):
         result = poolgate(settings, *command)
         assert result.code == 1
