@@ -3,9 +3,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.benchlib import models, proxy, quotas
+from scripts.benchlib import models, proxy, quotas, replicas
 
-SUITES = {"models": models.main, "proxy": proxy.main, "quotas": quotas.main}
+SUITES = {"models": models.main, "proxy": proxy.main, "quotas": quotas.main, "replicas": replicas.main}
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ class WrkResult:
 
 
 def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str] | None = None,
-        threads: int = 1, script: str | None = None) -> WrkResult:
+        threads: int = 1, script: str | None = None, timeout: int | None = None) -> WrkResult:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for end-to-end load: apt-get install wrk")
     cmd = ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s"]
@@ -50,6 +50,8 @@ def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str] | N
         cmd += ["-H", f"{name}: {value}"]
     if script is not None:
         cmd += ["-s", script]
+    if timeout is not None:  # wrk counts answers slower than this (default 2 s) as errors
+        cmd += ["--timeout", f"{timeout}s"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -82,3 +84,48 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(text)
+
+
+def port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def start_nginx(tmp: Path, sites: dict[int, list[int]], *, keepalive: int) -> subprocess.Popen[bytes] | None:
+    """One nginx worker; each listening port balances over its own backends, with keep-alive.
+    None when nginx is not installed."""
+    from tests.support import wait_for
+
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        return None
+    blocks = "".join(
+        f"  upstream site{port} {{ {' '.join(f'server 127.0.0.1:{p};' for p in backends)} keepalive {keepalive}; }}\n"
+        f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://site{port}; "
+        'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }\n'
+        for port, backends in sites.items()
+    )
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  fastcgi_temp_path {tmp}/nginx-fastcgi;
+  uwsgi_temp_path {tmp}/nginx-uwsgi;
+  scgi_temp_path {tmp}/nginx-scgi;
+{blocks}}}
+""")
+    proc = subprocess.Popen([binary, "-c", str(conf), "-e", str(tmp / "nginx-error.log")])
+    for port in sites:
+        wait_for(lambda port=port: port_open(port), timeout=10, what="nginx")
+    return proc

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,8 @@ from app.db import upgrade
 from app.settings import Settings
 from keys import Policy
 from scripts.benchlib.common import ROOT, percentile, write_section, wrk
-from tests.support import ServerProcess, add_upstreams, create_key, free_port, wait_for
+from scripts.benchlib.common import start_nginx as common_start_nginx
+from tests.support import ServerProcess, add_upstreams, create_key, free_port
 
 CHAT = {"model": "gpt-5", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
 
@@ -42,49 +42,10 @@ def start_fake(port: int, chunks: int, interval: float) -> subprocess.Popen[str]
 
 
 def start_nginx(tmp: Path, port: int, upstream_port: int) -> subprocess.Popen[bytes] | None:
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if nginx is None:
+    proc = common_start_nginx(tmp, {port: [upstream_port]}, keepalive=256)
+    if proc is None:
         print("nginx not found (Debian: apt-get install nginx-light); skipping the nginx column")
-        return None
-    conf = tmp / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/nginx-body;
-  proxy_temp_path {tmp}/nginx-proxy;
-  fastcgi_temp_path {tmp}/nginx-fastcgi;
-  uwsgi_temp_path {tmp}/nginx-uwsgi;
-  scgi_temp_path {tmp}/nginx-scgi;
-  upstream fake {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://fake;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }}
-  }}
-}}
-""")
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")])
-    wait_for(lambda: _port_open(port), timeout=10, what="nginx")
     return proc
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _wrk_post(url: str, token: str | None, *, connections: int, seconds: int, tmp: Path) -> Any:
