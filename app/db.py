@@ -46,13 +46,21 @@ async def read_meta(engine: AsyncEngine, name: str) -> str | None:
         return (await conn.execute(select(MetaRow.value).where(MetaRow.name == name))).scalar()
 
 
+PG_CONNECT_TIMEOUT = 5.0  # seconds to connect, or to wait for a pooled connection
+PG_COMMAND_TIMEOUT = 60.0  # seconds one statement of a serving process may take
+
+
 def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     """The engine for ``settings.database_url``; statement parameters never reach error messages."""
     pooling: dict[str, Any] = {"poolclass": NullPool} if not pooled else {}
     if not settings.is_sqlite:
+        # A PostgreSQL that stops answering must fail calls in seconds, not hang them: asyncpg waits
+        # 60 s to connect by default and forever for a reply.
+        connect_args: dict[str, Any] = {"timeout": PG_CONNECT_TIMEOUT}
         if pooled:
-            pooling = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
-        return create_async_engine(settings.database_url, hide_parameters=True, **pooling)
+            pooling = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10, "pool_timeout": PG_CONNECT_TIMEOUT}
+            connect_args["command_timeout"] = PG_COMMAND_TIMEOUT
+        return create_async_engine(settings.database_url, hide_parameters=True, connect_args=connect_args, **pooling)
     if pooled:
         pooling = {"poolclass": AsyncAdaptedQueuePool, "pool_size": 5, "max_overflow": 5}
     engine = create_async_engine(

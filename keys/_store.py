@@ -3,7 +3,9 @@
 Every change bumps the ``keys`` counter in the same transaction and stamps the row with
 the new value, so a serving process learns of changes by polling one row and then
 reading only the rows newer than what it has. Writes on SQLite take the write lock at
-``BEGIN`` (``BEGIN IMMEDIATE``) so two writers never deadlock on an upgrade.
+``BEGIN`` (``BEGIN IMMEDIATE``) so two writers never deadlock on an upgrade. PostgreSQL
+lets writers run side by side, so a change locks the row it reads (``FOR UPDATE``) before
+deciding what to write: an edit made meanwhile is then read, never overwritten.
 """
 
 from __future__ import annotations
@@ -147,14 +149,17 @@ class KeyStore:
     async def _bump(self, conn: AsyncConnection) -> int:
         return await bump_counter(conn, "keys")
 
-    async def _find(self, conn: AsyncConnection, ref: str) -> KeyRecord:
-        """By id, else by name (the live key of that name, else the newest revoked one)."""
-        row = (await conn.execute(select(KEYS).where(KEYS.c.id == ref))).first()
+    async def _find(self, conn: AsyncConnection, ref: str, *, lock: bool = False) -> KeyRecord:
+        """By id, else by name (the live key of that name, else the newest revoked one).
+
+        ``lock`` holds the row until the transaction ends (SQLite ignores it: its writers
+        already run one at a time)."""
+        by_id = select(KEYS).where(KEYS.c.id == ref)
+        row = (await conn.execute(by_id.with_for_update() if lock else by_id)).first()
         if row is None:
-            row = (await conn.execute(
-                select(KEYS).where(KEYS.c.name == ref)
-                .order_by(KEYS.c.revoked_at.is_not(None), KEYS.c.revision.desc()).limit(1)
-            )).first()
+            by_name = (select(KEYS).where(KEYS.c.name == ref)
+                       .order_by(KEYS.c.revoked_at.is_not(None), KEYS.c.revision.desc()).limit(1))
+            row = (await conn.execute(by_name.with_for_update() if lock else by_name)).first()
         if row is None:
             raise KeyNotFound(ref)
         return _record(row)
@@ -191,7 +196,7 @@ class KeyStore:
         """Change a key. ``policy`` may be a function of the current policy: it runs inside the
         write transaction, so two concurrent edits of different fields both land."""
         async with self._write() as conn:
-            current = await self._find(conn, ref)
+            current = await self._find(conn, ref, lock=True)
             if current.revoked_at is not None:
                 raise KeyRevoked(current)
             values: dict[str, Any] = {}
@@ -209,7 +214,7 @@ class KeyStore:
 
     async def revoke(self, ref: str) -> KeyRecord:
         async with self._write() as conn:
-            current = await self._find(conn, ref)
+            current = await self._find(conn, ref, lock=True)
             if current.revoked_at is not None:
                 return current
             return await self._change(conn, current, {"revoked_at": datetime.now(UTC)})
@@ -219,7 +224,7 @@ class KeyStore:
         if grace_seconds < 0:
             raise StoreError("grace must not be negative")
         async with self._write() as conn:
-            current = await self._find(conn, ref)
+            current = await self._find(conn, ref, lock=True)
             if current.revoked_at is not None:
                 raise KeyRevoked(current)
             token, parts = generate_token(current.id)

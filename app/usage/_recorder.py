@@ -16,7 +16,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import Integer, Table, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.usage._table import InstanceRow, UsageRow
@@ -35,6 +35,23 @@ _STARTED: dict[str, Any] = {
     "error": None, "finished_at": None,
 }
 HEARTBEAT_EVERY = 3.0
+_LENGTHS: dict[str, int] = {
+    c.name: length for c in USAGE.columns if isinstance(length := getattr(c.type, "length", None), int)}
+_INT32 = {c.name for c in USAGE.columns if type(c.type) is Integer}
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _fit(row: dict[str, Any]) -> dict[str, Any]:
+    """Values cut to what their columns hold. PostgreSQL refuses a longer string or an integer past
+    32 bits (an upstream reporting nonsense token counts), and one refused row would hold back its
+    whole batch at every retry; SQLite would store anything, so both now store the same."""
+    fitted = dict(row)
+    for name, value in row.items():
+        if isinstance(value, str) and name in _LENGTHS:
+            fitted[name] = value[: _LENGTHS[name]]
+        elif isinstance(value, int) and name in _INT32:
+            fitted[name] = min(max(value, _INT32_MIN), _INT32_MAX)
+    return fitted
 
 
 class UsageRecorder:
@@ -82,8 +99,8 @@ class UsageRecorder:
         inserts = []
         for request_id, row in started.items():
             final = finished.pop(request_id, None)
-            inserts.append({**row, **final} if final is not None else row)
-        updates = [{"rid": request_id, **values} for request_id, values in finished.items()]
+            inserts.append(_fit({**row, **final} if final is not None else row))
+        updates = [{"rid": request_id, **_fit(values)} for request_id, values in finished.items()]
         try:
             async with write_transaction(self.engine) as conn:
                 if inserts:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.settings import Settings
 from keys import Policy
 from tests.support import ServerProcess, create_key, poolgate, wait_for
 
 
-def test_revocation_and_policy_changes_reach_two_servers_within_two_seconds(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=tmp_path / "data", sync_interval=0.5)  # the shipped default
+def test_revocation_and_policy_changes_reach_two_servers_within_two_seconds(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(sync_interval=0.5)  # the shipped default
     _, token = create_key(settings, "shared", Policy(allowed_models=("gpt-5*",)))
     servers = [ServerProcess(settings).start(), ServerProcess(settings).start()]
     try:

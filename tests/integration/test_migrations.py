@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 
@@ -11,12 +10,11 @@ from alembic.migration import MigrationContext
 from app.db import create_engine, downgrade, metadata, upgrade
 from app.settings import Settings
 from keys import Policy
-from tests.support import ROOT, create_key, env_for
+from tests.support import ROOT, create_key, env_for, query, table_names
 
 
 def _tables(settings: Settings) -> set[str]:
-    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
-        return {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    return table_names(settings)
 
 
 def test_upgrade_downgrade_upgrade(settings: Settings) -> None:
@@ -31,8 +29,7 @@ def test_upgrade_downgrade_upgrade(settings: Settings) -> None:
 def test_upgrading_again_keeps_the_data(settings: Settings) -> None:
     record, _ = create_key(settings, "kept", Policy(allowed_models=("*",)))
     upgrade(settings)
-    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
-        assert db.execute("select id from api_keys").fetchall() == [(record.id,)]
+    assert query(settings, "select id from api_keys") == [{"id": record.id}]
 
 
 def test_the_models_and_the_migrations_agree(settings: Settings) -> None:
@@ -61,6 +58,6 @@ def test_processes_starting_together_on_a_fresh_database_all_migrate(settings: S
         if proc.stderr:
             proc.stderr.close()
     assert [code for code, _ in results] == [0] * 6, results
-    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
-        assert db.execute("select value from counters where name='keys'").fetchone() == (0,)
-        assert len(db.execute("select value from meta where name='page_token_secret'").fetchone()[0]) == 64
+    assert query(settings, "select value from counters where name='keys'") == [{"value": 0}]
+    [secret] = query(settings, "select value from meta where name='page_token_secret'")
+    assert len(secret["value"]) == 64

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
+from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from app.db import create_engine, upgrade
 from app.settings import Settings
 from keys import AuthRejected, KeyCache, KeyNameTaken, KeyNotFound, KeyRevoked, KeyStore, Policy, Quotas, Rejection
+from tests.support import dump
 
 
 @pytest.fixture
@@ -25,9 +27,8 @@ async def test_a_created_key_authenticates_and_only_its_hash_is_stored(store: Ke
     await cache.refresh()
     assert cache.authenticate(token, time.time()).id == record.id
     secret = token.split("_")[2][:32]
-    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
-        dump = "\n".join(db.iterdump())
-    assert record.id in dump and secret not in dump and token not in dump
+    stored = dump(settings)
+    assert record.id in stored and secret not in stored and token not in stored
 
 
 async def test_names_are_unique_among_live_keys(store: KeyStore) -> None:
@@ -119,3 +120,14 @@ async def test_concurrent_writers_never_see_database_is_locked(store: KeyStore) 
     await asyncio.gather(*(work(i) for i in range(40)))
     assert len(await store.list()) == 40
     assert await store.revision() == 80
+
+
+async def test_concurrent_edits_of_one_key_all_land(store: KeyStore) -> None:
+    await store.create("shared", Policy(allowed_models=("base",)))
+
+    def adding(model: str) -> Callable[[Policy], Policy]:
+        return lambda policy: replace(policy, allowed_models=(*policy.allowed_models, model))
+
+    await asyncio.gather(*(store.update("shared", policy=adding(f"model-{i}")) for i in range(10)))
+    models = (await store.get("shared")).policy.allowed_models
+    assert sorted(models) == sorted(["base", *(f"model-{i}" for i in range(10))])

@@ -1,0 +1,37 @@
+"""The usage writer: rows queued by the request path reach the database, whatever they hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.usage._recorder import UsageRecorder
+
+
+def _request(recorder: UsageRecorder, request_id: str, model: str, input_tokens: int) -> None:
+    recorder.started(request_id, {"key_id": "key-1", "model": model, "endpoint": "chat", "stream": False,
+                                  "started_at": datetime.now(UTC)})
+    recorder.finished(request_id, {"status": "ok", "http_status": 200, "input_tokens": input_tokens,
+                                   "output_tokens": 5, "finished_at": datetime.now(UTC)})
+
+
+async def test_values_too_big_for_their_columns_are_cut_and_the_batch_is_written(engine: AsyncEngine) -> None:
+    recorder = UsageRecorder(engine)
+    _request(recorder, "req-plain", "gpt-5", 10)
+    _request(recorder, "req-odd", "m" * 300, 10**12)  # a very long model id; an upstream reporting nonsense
+    assert await recorder.flush() == 2
+    recorder.started("req-later", {"key_id": "key-1", "model": "gpt-5", "endpoint": "chat", "stream": True,
+                                   "started_at": datetime.now(UTC)})
+    assert await recorder.flush() == 1
+    recorder.finished("req-later", {"status": "ok", "output_tokens": -(10**12), "error": "e" * 100})
+    assert await recorder.flush() == 1  # a row finished after its start was written: an update
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "select request_id, model, input_tokens, output_tokens, error from usage order by id"))).all()
+    assert [tuple(r) for r in rows] == [
+        ("req-plain", "gpt-5", 10, 5, None),
+        ("req-odd", "m" * 200, 2**31 - 1, 5, None),
+        ("req-later", "gpt-5", 0, -(2**31), "e" * 64),
+    ]
