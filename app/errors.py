@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import msgspec
 from litestar import Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from app._types import AnyRequest
 
@@ -100,6 +102,7 @@ class RateLimitError(GatewayError):
         retry_after: float,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retryable: bool = True,
     ) -> None:
         wait = max(retry_after, 0.001)
         merged = dict(headers or {})
@@ -107,6 +110,8 @@ class RateLimitError(GatewayError):
         merged["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
         super().__init__(message, code=code, headers=merged)
         self.retry_after = wait
+        self.retryable = retryable
+        """False when waiting cannot help (a spent budget, a request larger than its window)."""
 
 
 class RequestTooLargeError(GatewayError):
@@ -186,8 +191,36 @@ def exception_handler(request: AnyRequest, exc: Exception) -> Response[bytes]:
         error = GatewayError(exc.detail or "Request failed.", code=code)
         error.status_code, error.type = exc.status_code, type_
         return error_response(error, {**(exc.headers or {}), **(key_headers or {})})
+    if _database_away(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(ServiceUnavailableError(
+            "poolgate cannot reach its database right now. Please try again shortly.",
+            code="database_unavailable", headers={"retry-after": "2"},
+        ), key_headers)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(GatewayError("The server had an error while processing your request."))
+
+
+def _database_away(exc: Exception) -> bool:
+    """The database did not answer (as opposed to a query that is wrong, which stays a 500)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    if isinstance(exc, SQLAlchemyTimeoutError):  # no pooled connection came free in time
+        return True
+    return isinstance(exc, OSError | TimeoutError) and _from_database(exc)
+
+
+def _from_database(exc: BaseException) -> bool:
+    """An OSError or timeout raised from inside the database driver or SQLAlchemy."""
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(("sqlalchemy", "asyncpg", "aiosqlite")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _validation_message(exc: ValidationException) -> str:

@@ -50,8 +50,17 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
+class _DeniedUpgradeFilter(logging.Filter):
+    """uvicorn's WebSocket protocol logs an ERROR after any upgrade answered with a plain HTTP
+    response (our 426 for /v1/responses), although the client got that answer as sent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
 def create_app_from_env() -> Litestar:
     """Factory for ``uvicorn --factory``: settings from the environment."""
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_DeniedUpgradeFilter())
     return create_app(settings)

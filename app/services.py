@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.catalog import CatalogService
 from app.crypto import Vault, VaultError
 from app.db import create_engine, read_meta
+from app.fleet import Fleet, fleet_url
 from app.metrics import Metrics
-from app.pool import Pool, UpstreamStore
+from app.pool import Pool, UpstreamState, UpstreamStore
 from app.proxy import ProxyService, Relay
 from app.quota import QuotaService, period_bounds
 from app.settings import Settings, SettingsError
@@ -36,7 +37,7 @@ class Services:
         self.store = KeyStore(engine)
         self.keys = KeyCache(self.store)
         self.catalog = CatalogService(settings.catalog_file)
-        self.quota = QuotaService(settings.limits_url)
+        self.quota = QuotaService(settings.limits_url, settings.quota_fail_open)
         self.vault = Vault.from_settings(settings)
         self.pool = Pool(UpstreamStore(engine, self.vault), self.vault, settings.balancer)
         self.relay = Relay(self.pool, settings)
@@ -48,6 +49,18 @@ class Services:
         self.page_secret = b""
         self.views_warm = False
         self._sync_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        url = fleet_url(settings.limits_url)
+        self.fleet = Fleet(url) if url is not None else None
+        if self.fleet is not None:
+            self.pool.on_health = self._share_health
+            self.fleet.on_health = self.pool.apply_shared
+            self.fleet.on_change = lambda _what: self._wake.set()
+
+    def _share_health(self, state: UpstreamState) -> None:
+        assert self.fleet is not None
+        now = self.pool.clock()
+        self.fleet.share_health(state.id, state.cooldown_until - now, state.ejected_until - now)
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -69,16 +82,21 @@ class Services:
             raise SettingsError(str(exc)) from None
         services.last_sync = time.monotonic()
         services._sync_task = asyncio.create_task(services._sync_forever(), name="poolgate-sync")
+        if services.fleet is not None:
+            await services.fleet.start()
         return services
 
     async def _sync_forever(self) -> None:
-        """Pick up key changes and catalog file edits made elsewhere, once per sync interval."""
+        """Pick up key, upstream and catalog changes made elsewhere: once per sync interval, or at
+        once when another process announces a change through Redis."""
         interval = self.settings.sync_interval
-        budgets_due = BUDGET_REFRESH
+        budgets_due = time.monotonic() + BUDGET_REFRESH
         await self.catalog.warm(self.keys.policies())
         self.views_warm = True
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
             # Each step guards itself: nothing may end this loop, or revocations would stop arriving.
             changed = 0
             try:
@@ -86,9 +104,8 @@ class Services:
                 self.last_sync = time.monotonic()
             except Exception as exc:  # the next round tries again; requests keep the last good cache
                 log.warning("key sync failed, serving the cached keys: %s", exc)
-            budgets_due -= interval
-            if budgets_due <= 0:
-                budgets_due = BUDGET_REFRESH
+            if time.monotonic() >= budgets_due:
+                budgets_due = time.monotonic() + BUDGET_REFRESH
                 try:
                     await self.refresh_budgets()
                 except Exception as exc:
@@ -126,7 +143,7 @@ class Services:
         if stale > max(10.0, self.settings.sync_interval * 20):
             return False, f"key store not synced for {stale:.0f}s"
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(2.0), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             return False, f"database unreachable: {exc.__class__.__name__}"
@@ -137,6 +154,8 @@ class Services:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
+        if self.fleet is not None:
+            await self.fleet.close()
         await self.relay.close()
         await self.recorder.close()
         await self.quota.close()

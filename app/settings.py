@@ -43,6 +43,10 @@ class Settings:
     idle_timeout: float = 120.0
     total_timeout: float = 1800.0
     max_body_bytes: int = 32 * 1024 * 1024
+    quota_fail_open: bool = False
+    """With the shared quota store (Redis) away: serve without quotas instead of answering 503."""
+    single_instance: bool = False
+    """On PostgreSQL with memory:// limits: the operator states that only one instance runs."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -99,6 +103,9 @@ class Settings:
                 values[field_name] = _float(name, raw, 0.1, high)
         if (raw := _read(env, "MAX_BODY_BYTES")) is not None:
             values["max_body_bytes"] = _int("MAX_BODY_BYTES", raw, 1024, 1024 * 1024 * 1024)
+        for name, field_name in (("QUOTA_FAIL_OPEN", "quota_fail_open"), ("SINGLE_INSTANCE", "single_instance")):
+            if (raw := _read(env, name)) is not None:
+                values[field_name] = _bool(name, raw)
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -130,6 +137,15 @@ def _read(env: Mapping[str, str], name: str) -> str | None:
         except OSError as exc:
             raise SettingsError(f"{PREFIX}{name}_FILE: cannot read {file_name}: {exc.strerror}") from None
     return direct
+
+
+def _bool(name: str, raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{PREFIX}{name}: expected true or false, got {raw!r}")
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:

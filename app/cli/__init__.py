@@ -68,14 +68,22 @@ def prepare(config: Settings) -> None:
     from app.db import ensure_data_dir, upgrade
     from app.quota import QuotaService
 
-    if config.workers > 1 and config.limits_url.startswith("memory://"):
+    local_limits = config.limits_url.startswith("memory://")
+    if config.workers > 1 and local_limits:
         raise CliError(
             "several workers cannot share memory:// limits: set POOLGATE_LIMITS_URL=redis://host:6379/0 "
             "or run one worker"
         )
+    if not config.is_sqlite and local_limits and not config.single_instance:
+        raise CliError(
+            "replicas on PostgreSQL must share their quotas: set POOLGATE_LIMITS_URL=redis://host:6379/0 "
+            "(for one single instance on PostgreSQL, set POOLGATE_SINGLE_INSTANCE=true instead)"
+        )
     ensure_data_dir(config)
     CatalogService(config.catalog_file)
     QuotaService.check_url(config.limits_url)
+    if not local_limits:
+        run(lambda: QuotaService.ping(config.limits_url))
     upgrade(config)
     run(lambda: _check_credentials(config))
 

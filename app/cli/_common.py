@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
 
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S")
 console = Console()
 err_console = Console(stderr=True)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
@@ -53,6 +55,33 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         return await factory()
 
     return asyncio.run(main())
+
+
+def store_session(
+    open_store: Callable[[Settings, AsyncEngine], S],
+    action: Callable[[S], Awaitable[T]],
+    *,
+    announces: str | None,
+) -> T:
+    """Migrate if needed, run one store action, close the engine; a change (``announces`` names
+    what changed) wakes every replica's sync through Redis, when there is one."""
+    from app.db import create_engine, upgrade
+    from app.fleet import announce
+
+    config = settings()
+    upgrade(config)
+
+    async def go() -> T:
+        engine = create_engine(config)
+        try:
+            result = await action(open_store(config, engine))
+        finally:
+            await engine.dispose()
+        if announces is not None:
+            await announce(config.limits_url, announces)
+        return result
+
+    return run(go)
 
 
 def emit_json(data: Any) -> None:

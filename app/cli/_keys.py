@@ -18,10 +18,8 @@ from app.cli._common import (
     parse_expiry,
     parse_limit,
     parse_list,
-    run,
-    settings,
+    store_session,
 )
-from app.db import create_engine, upgrade
 from keys import KeyRecord, KeyStore, Policy, Quotas
 
 __all__ = ["keys_app"]
@@ -58,19 +56,8 @@ ExpiresOpt = Annotated[str | None, typer.Option(
     "--expires", help="30d, 12h, a date such as 2027-01-01, or 'never'.")]
 
 
-def _session(action: Callable[[KeyStore], Awaitable[T]]) -> T:
-    """Migrate if needed, run one store action, close the engine."""
-    config = settings()
-    upgrade(config)
-
-    async def go() -> T:
-        store = KeyStore(create_engine(config))
-        try:
-            return await action(store)
-        finally:
-            await store.engine.dispose()
-
-    return run(go)
+def _session(action: Callable[[KeyStore], Awaitable[T]], *, changes: bool = True) -> T:
+    return store_session(lambda _config, engine: KeyStore(engine), action, announces="keys" if changes else None)
 
 
 def _quotas(rpm: str | None, rpd: str | None, tpm: str | None, tpd: str | None, conc: str | None,
@@ -189,7 +176,7 @@ def list_keys(
     as_json: JsonFlag = False,
 ) -> None:
     """List keys (never their secrets)."""
-    records = _session(lambda store: store.list(include_revoked=include_revoked))
+    records = _session(lambda store: store.list(include_revoked=include_revoked), changes=False)
     now = time.time()
     if as_json:
         emit_json([r.public(now) for r in records])
@@ -207,7 +194,7 @@ def list_keys(
 @keys_app.command("show")
 def show(ref: Ref, as_json: JsonFlag = False) -> None:
     """Show one key's policy and status."""
-    _report(_session(lambda store: store.get(ref)), as_json)
+    _report(_session(lambda store: store.get(ref), changes=False), as_json)
 
 
 @keys_app.command("update")

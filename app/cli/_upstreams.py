@@ -12,9 +12,8 @@ import aiohttp
 import typer
 from rich.table import Table
 
-from app.cli._common import console, emit_json, fail, run, settings
+from app.cli._common import console, emit_json, fail, run, settings, store_session
 from app.crypto import Vault, generate_key
-from app.db import create_engine, upgrade
 from app.pool import UpstreamRecord, UpstreamStore, parse_routes
 
 __all__ = ["secrets_app", "upstreams_app"]
@@ -39,18 +38,9 @@ ConcOpt = Annotated[int | None, typer.Option(
     "--max-concurrency", help="Requests in flight at once (default unlimited; 0 = unlimited).")]
 
 
-def _session(action: Callable[[UpstreamStore], Awaitable[T]]) -> T:
-    config = settings()
-    upgrade(config)
-
-    async def go() -> T:
-        engine = create_engine(config)
-        try:
-            return await action(UpstreamStore(engine, Vault.from_settings(config)))
-        finally:
-            await engine.dispose()
-
-    return run(go)
+def _session(action: Callable[[UpstreamStore], Awaitable[T]], *, changes: bool = True) -> T:
+    return store_session(lambda config, engine: UpstreamStore(engine, Vault.from_settings(config)), action,
+                         announces="upstreams" if changes else None)
 
 
 def _credential(env_name: str | None, from_stdin: bool) -> str | None:
@@ -106,7 +96,7 @@ def add(
 @upstreams_app.command("list")
 def list_upstreams(as_json: JsonFlag = False) -> None:
     """List upstream accounts (never their credentials)."""
-    records = _session(lambda store: store.list())
+    records = _session(lambda store: store.list(), changes=False)
     if as_json:
         emit_json([r.public() for r in records])
         return
@@ -123,7 +113,7 @@ def list_upstreams(as_json: JsonFlag = False) -> None:
 @upstreams_app.command("show")
 def show(ref: Ref, as_json: JsonFlag = False) -> None:
     """Show one upstream account."""
-    _report(_session(lambda store: store.get(ref)), as_json, "")
+    _report(_session(lambda store: store.get(ref), changes=False), as_json, "")
 
 
 @upstreams_app.command("update")
@@ -158,7 +148,7 @@ def probe(ref: Ref, as_json: JsonFlag = False,
     """Probe an upstream's /models: prints the latency and the models it reports."""
     config = settings()
     vault = Vault.from_settings(config)
-    record = _session(lambda store: store.get(ref))
+    record = _session(lambda store: store.get(ref), changes=False)
     headers = {}
     if record.credential:
         headers["authorization"] = f"Bearer {vault.decrypt(record.credential, what=f'the credential of {record.name}')}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from app.crypto import Vault
 from app.pool._balancer import STRATEGIES, rendezvous
@@ -37,6 +37,8 @@ class Pool:
         self.clock = clock
         self.states: dict[str, UpstreamState] = {}
         self.revision = -1
+        self.on_health: Callable[[UpstreamState], None] | None = None
+        """Called when this process cools down or ejects an upstream (to tell other replicas)."""
 
     async def refresh(self) -> bool:
         """Reload upstreams when the store changed; live counters survive for unchanged ones."""
@@ -107,7 +109,30 @@ class Pool:
             for other in self.states.values()
         )
 
+    def report_rate_limited(self, state: UpstreamState, headers: Mapping[str, str]) -> float:
+        """An upstream 429: cool it down here, and tell the other replicas; returns the wait."""
+        wait = state.rate_limited(headers, self.clock())
+        if self.on_health is not None:
+            self.on_health(state)
+        return wait
+
     def report_failure(self, state: UpstreamState, names: tuple[str, ...]) -> None:
         if state.failed(self.clock(), self.may_eject(state, names)):
             log.warning("upstream %s ejected for %.0fs after repeated failures",
                         state.name, state.ejected_until - self.clock())
+            if self.on_health is not None:
+                self.on_health(state)
+
+    def apply_shared(self, upstream_id: str, cooldown_in: float, ejected_in: float) -> None:
+        """What another replica saw: cooling down or ejected for so many more seconds."""
+        state = self.states.get(upstream_id)
+        if state is None:
+            return
+        now = self.clock()
+        if cooldown_in > 0:
+            state.cooldown_until = max(state.cooldown_until, now + cooldown_in)
+            state.remaining_requests = 0
+        if ejected_in > 0 and all(self.may_eject(state, (route.pattern,)) for route in state.record.routes):
+            # Not when this would leave a model with no healthy upstream here: replicas that each
+            # ejected a different one of two accounts must not, between them, eject both.
+            state.ejected_until = max(state.ejected_until, now + ejected_in)

@@ -139,11 +139,15 @@ class UpstreamStore:
         self.engine = engine
         self.vault = vault
 
-    async def _find(self, conn: AsyncConnection, ref: str) -> UpstreamRecord:
+    async def _find(self, conn: AsyncConnection, ref: str, *, lock: bool = False) -> UpstreamRecord:
+        """A live upstream by id, else by name; ``lock`` holds its row until the transaction ends
+        (PostgreSQL; SQLite's writers already run one at a time)."""
         live = UPSTREAMS.c.removed_at.is_(None)
-        row = (await conn.execute(select(UPSTREAMS).where(live, UPSTREAMS.c.id == ref))).first()
-        if row is None:
-            row = (await conn.execute(select(UPSTREAMS).where(live, UPSTREAMS.c.name == ref))).first()
+        for match in (UPSTREAMS.c.id == ref, UPSTREAMS.c.name == ref):
+            query = select(UPSTREAMS).where(live, match)
+            row = (await conn.execute(query.with_for_update() if lock else query)).first()
+            if row is not None:
+                break
         if row is None:
             raise UpstreamNotFound(ref)
         return _record(row)
@@ -197,7 +201,7 @@ class UpstreamStore:
 
     async def _change(self, ref: str, values: dict[str, Any]) -> UpstreamRecord:
         async with write_transaction(self.engine) as conn:
-            current = await self._find(conn, ref)
+            current = await self._find(conn, ref, lock=True)
             values["revision"] = await bump_counter(conn, "upstreams")
             values["updated_at"] = datetime.now(UTC)
             try:
@@ -223,7 +227,7 @@ class UpstreamStore:
         """Re-encrypt every stored credential under the newest key; returns how many changed."""
         async with write_transaction(self.engine) as conn:
             rows = (await conn.execute(select(UPSTREAMS.c.id, UPSTREAMS.c.credential)
-                                       .where(UPSTREAMS.c.credential.is_not(None)))).all()
+                                       .where(UPSTREAMS.c.credential.is_not(None)).with_for_update())).all()
             if rows:
                 revision = await bump_counter(conn, "upstreams")
             for row in rows:

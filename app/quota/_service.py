@@ -13,6 +13,9 @@ The windows are sliding window counters (see ``_windows``): in this process for
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,14 +25,18 @@ from limits.aio.storage import Storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
-from app.errors import RateLimitError
+from app.errors import RateLimitError, ServiceUnavailableError
 from app.quota._budget import BudgetBook, period_bounds
 from app.quota._headers import format_reset
-from app.quota._windows import LimitsWindows, MemoryWindows, Window
+from app.quota._inflight import LocalInflight, SharedInflight
+from app.quota._resp import RedisAddress, RedisLink, plain_redis_url
+from app.quota._windows import LimitsWindows, MemoryWindows, QuotaStoreUnavailable, RedisWindows, Window
 from app.settings import SettingsError
 from keys import KeyRecord
 
 __all__ = ["QuotaService", "Reservation"]
+
+log = logging.getLogger("poolgate.quota")
 
 MINUTE, DAY = 60, 86_400
 
@@ -40,16 +47,26 @@ class Reservation:
 
     key: KeyRecord
     tokens: int
-    holds_slot: bool
+    slot: str | None
+    """This request's place among the key's requests in flight, when the key limits them."""
     settled: bool = False
 
 
 class QuotaService:
-    def __init__(self, url: str) -> None:
-        self.windows: MemoryWindows | LimitsWindows = (
-            MemoryWindows() if url.startswith("memory://") else LimitsWindows(self._storage(url)))
+    def __init__(self, url: str, fail_open: bool = False) -> None:
+        self.fail_open = fail_open
+        """When the shared store is away: serve without quotas (True) or answer 503 (False, the default)."""
+        self._last_outage_log = 0.0
+        self.windows: MemoryWindows | RedisWindows | LimitsWindows
+        self.in_flight: LocalInflight | SharedInflight
+        if url.startswith("memory://"):
+            self.windows, self.in_flight = MemoryWindows(), LocalInflight()
+        elif plain_redis_url(url) is not None:
+            self.windows, self.in_flight = RedisWindows(url), SharedInflight(url)
+        else:  # Sentinel and Cluster: the limits library's storage; requests in flight per process
+            self.windows, self.in_flight = LimitsWindows(self._storage(url)), LocalInflight()
+            log.warning("with %s limits, --max-concurrency counts per process", url.split("://", 1)[0])
         self.budgets = BudgetBook()
-        self._inflight: dict[str, int] = {}
         self.on_reject: Callable[[str, str], None] | None = None
 
     @staticmethod
@@ -65,33 +82,70 @@ class QuotaService:
     @classmethod
     def check_url(cls, url: str) -> None:
         """Fail at start, in one line, when the limits storage cannot be used."""
-        if not url.startswith("memory://"):
+        if url.startswith("memory://"):
+            return
+        if plain_redis_url(url) is None:
             cls._storage(url)
+            return
+        try:
+            RedisAddress(url)
+        except ValueError as exc:
+            raise SettingsError(f"POOLGATE_LIMITS_URL: {exc}") from None
+
+    @classmethod
+    async def ping(cls, url: str) -> None:
+        """Fail at start, in one line, when the shared quota store does not answer."""
+        try:
+            async with asyncio.timeout(3):
+                if plain_redis_url(url) is not None:
+                    link = RedisLink(url, timeout=3)
+                    try:
+                        alive = await link.call("PING") == "PONG"
+                    finally:
+                        await link.close()
+                else:
+                    alive = await cls._storage(url).check()
+        except Exception as exc:
+            alive, reason = False, f"{exc.__class__.__name__}: {exc}"
+        else:
+            reason = "no answer"
+        if not alive:
+            raise SettingsError(f"POOLGATE_LIMITS_URL: cannot reach the quota store ({reason})")
 
     async def _take(self, name: str, windows: list[tuple[int, int]], cost: int, kind: str,
-                    key: KeyRecord) -> dict[str, str]:
-        """Take from every window, or from none: a refusal by one leaves the others as they were.
+                    key: KeyRecord) -> dict[str, str] | None:
+        """The headers of the tightest window; None when the store is away and quotas fail open."""
+        try:
+            return await self._take_all(name, windows, cost, kind, key)
+        except QuotaStoreUnavailable as exc:
+            self._store_away(exc)
+            return None
 
-        In process memory a take is one indivisible step, so a refusal gives back what the
-        earlier windows took; in Redis every window is tested first, then taken.
-        """
-        take = self.windows.take
-        if not self.windows.atomic:
-            for limit, period in windows:
-                window = await take(name, limit, period, cost, test=True)
-                if not window.allowed:
-                    self._refuse(key, kind, window, period)
-        binding: tuple[Window, int] | None = None
-        for position, (limit, period) in enumerate(windows):
-            window = await take(name, limit, period, cost)
-            if not window.allowed:  # full (or, in Redis, taken by another replica since the test)
-                for earlier_limit, earlier_period in windows[:position]:
-                    await take(name, earlier_limit, earlier_period, -cost, force=True)
-                self._refuse(key, kind, window, period)
-            if binding is None or window.remaining < binding[0].remaining:
-                binding = (window, period)
-        assert binding is not None
-        return _headers(binding[0], kind)
+    def _store_away(self, exc: QuotaStoreUnavailable) -> None:
+        """Redis is away: a clear 503 that says so, or (fail-open) no quotas until it is back."""
+        now = time.monotonic()
+        if now - self._last_outage_log > 10:
+            self._last_outage_log = now
+            log.warning("quota store (POOLGATE_LIMITS_URL) unavailable: %s; %s", exc,
+                        "serving without quotas (POOLGATE_QUOTA_FAIL_OPEN)" if self.fail_open else "answering 503")
+        if not self.fail_open:
+            raise ServiceUnavailableError(
+                "poolgate cannot reach its quota store right now, so it cannot check this key's limits. "
+                "Please try again shortly.",
+                code="quota_store_unavailable", headers={"retry-after": "1"},
+            ) from None
+
+    async def _take_all(self, name: str, windows: list[tuple[int, int]], cost: int, kind: str,
+                        key: KeyRecord) -> dict[str, str]:
+        """Take from every window, or from none: a refusal by one leaves the others as they were."""
+        taken = await self.windows.take_all(name, windows, cost)
+        binding = taken[0]
+        for position, window in enumerate(taken):
+            if not window.allowed:
+                self._refuse(key, kind, window, windows[position][1])
+            if window.remaining < binding.remaining:
+                binding = window
+        return _headers(binding, kind)
 
     def _refuse(self, key: KeyRecord, kind: str, window: Window, period: int) -> NoReturn:
         self.rejected(key, kind)
@@ -106,7 +160,7 @@ class QuotaService:
         """Count one request against the key; its headers, or RateLimitError when over quota."""
         quotas = key.policy.quotas
         windows = [(limit, period) for limit, period in ((quotas.rpm, MINUTE), (quotas.rpd, DAY)) if limit]
-        return await self._take(f"REQ:{key.id}", windows, 1, "requests", key) if windows else {}
+        return (await self._take(f"REQ:{key.id}", windows, 1, "requests", key) or {}) if windows else {}
 
     async def reserve(self, key: KeyRecord, estimate: int) -> tuple[Reservation, dict[str, str]]:
         """Before the upstream call: the spend budget, a place in flight, the token estimate."""
@@ -118,18 +172,22 @@ class QuotaService:
                 self.rejected(key, "budget")
                 raise RateLimitError(
                     f"This API key has used its budget of ${quotas.budget_usd:g} for this {quotas.budget_period}.",
-                    retry_after=(end - moment).total_seconds(), code="insufficient_quota",
+                    retry_after=(end - moment).total_seconds(), code="insufficient_quota", retryable=False,
                 )
-        holds_slot = False
+        slot = None
         if quotas.max_concurrency is not None:
-            if self._inflight.get(key.id, 0) >= quotas.max_concurrency:
-                self.rejected(key, "concurrency")
-                raise RateLimitError(
-                    f"This API key already has {quotas.max_concurrency} requests in flight, its limit.", retry_after=1
-                )
-            self._inflight[key.id] = self._inflight.get(key.id, 0) + 1
-            holds_slot = True
-        reservation = Reservation(key, 0, holds_slot)
+            try:
+                slot = await self.in_flight.acquire(key.id, quotas.max_concurrency)
+            except QuotaStoreUnavailable as exc:
+                self._store_away(exc)  # fail-open: the request goes on without a place
+            else:
+                if slot is None:
+                    self.rejected(key, "concurrency")
+                    raise RateLimitError(
+                        f"This API key already has {quotas.max_concurrency} requests in flight, its limit.",
+                        retry_after=1,
+                    )
+        reservation = Reservation(key, 0, slot)
         windows = [(limit, period) for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)) if limit]
         if not windows:
             return reservation, {}
@@ -141,11 +199,14 @@ class QuotaService:
                         f"Request too large for this key: about {estimate} tokens, limit {limit} per "
                         f"{'minute' if period == MINUTE else 'day'}. Send less input or a lower max_tokens.",
                         retry_after=period, headers=_headers(Window(False, limit, 0, period), "tokens"),
+                        retryable=False,
                     )
             headers = await self._take(f"TOK:{key.id}", windows, estimate, "tokens", key)
-        except RateLimitError:
-            await self.settle(reservation, 0)
+        except BaseException:  # refused, store away, or cancelled: the place in flight goes back
+            await asyncio.shield(self.settle(reservation, 0))
             raise
+        if headers is None:  # the store is away and quotas fail open: settle counts what was used
+            return reservation, {}
         reservation.tokens = estimate
         return reservation, headers
 
@@ -155,27 +216,37 @@ class QuotaService:
             return
         reservation.settled = True
         key = reservation.key
-        if reservation.holds_slot:
-            self._inflight[key.id] = max(0, self._inflight.get(key.id, 1) - 1)
+        if reservation.slot is not None:
+            await self.in_flight.release(key.id, reservation.slot)
         quotas = key.policy.quotas
         if cost_usd and quotas.budget_period is not None:
             self.budgets.add(key.id, quotas.budget_period, cost_usd, datetime.now(UTC))
         delta = actual_tokens - reservation.tokens
-        if not reservation.tokens or not delta:
+        if not delta:
             return
-        for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)):
-            if limit:  # a refund (negative) or an overrun, recorded either way
-                await self.windows.take(f"TOK:{key.id}", limit, period, delta, force=True)
+        windows = [(limit, period) for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)) if limit]
+        if not windows:
+            return
+        try:  # a refund (negative) or an overrun, recorded either way
+            await self.windows.take_all(f"TOK:{key.id}", windows, delta, force=True)
+        except QuotaStoreUnavailable as exc:  # the answer is already on its way; only the count is lost
+            log.warning("could not settle %d tokens for key %s: %s", delta, key.id, exc)
 
     def rejected(self, key: KeyRecord, kind: str) -> None:
         if self.on_reject is not None:
             self.on_reject(key.id, kind)
 
-    def inflight(self, key_id: str) -> int:
-        return self._inflight.get(key_id, 0)
+    async def inflight(self, key_id: str) -> int:
+        """The key's requests in flight: in this process, or across replicas with Redis."""
+        try:
+            return await self.in_flight.count(key_id)
+        except QuotaStoreUnavailable as exc:
+            self._store_away(exc)
+            return 0
 
     async def close(self) -> None:
         await self.windows.close()
+        await self.in_flight.close()
 
 
 def _headers(window: Window, kind: str) -> dict[str, str]:

@@ -15,15 +15,25 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import NamedTuple
 
+from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import TimeoutError as RedisTimeoutError
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-__all__ = ["LimitsWindows", "MemoryWindows", "Window"]
+from app.quota._resp import RedisLink, RedisUnavailable, Script
+
+__all__ = ["LimitsWindows", "MemoryWindows", "QuotaStoreUnavailable", "RedisWindows", "Window"]
+
+STORE_TIMEOUT = 1.0  # seconds for one quota step in Redis before the store counts as away
+
+
+class QuotaStoreUnavailable(Exception):
+    """The shared quota store (Redis) did not answer in time, or refused the connection."""
 
 SWEEP_EVERY = 30.0
 SLICE = 1000
@@ -52,9 +62,8 @@ class MemoryWindows:
     def __len__(self) -> int:
         return len(self._counts)
 
-    async def take(self, name: str, limit: int, period: int, cost: int = 1, *, test: bool = False,
-                   force: bool = False) -> Window:
-        """Count ``cost`` if it fits (or always, with ``force``, for settling); ``test`` only looks."""
+    async def take(self, name: str, limit: int, period: int, cost: int = 1, *, force: bool = False) -> Window:
+        """Count ``cost`` if it fits (or always, with ``force``, for settling)."""
         now = self.clock()
         index, into = divmod(now, period)
         index = int(index)
@@ -68,7 +77,7 @@ class MemoryWindows:
             current, previous = slot[1], slot[2]
         weighted = previous * (period - into) / period + current
         fits = math.floor(weighted) + cost <= limit
-        if (fits or force) and not test:
+        if fits or force:
             current = max(0, current + cost)
             weighted = previous * (period - into) / period + current
             if slot is not None and slot[0] == index:
@@ -81,8 +90,13 @@ class MemoryWindows:
                     self._sweep_later()
                 written.append(counter)  # once per counter and window
         remaining = max(0, limit - math.floor(weighted))
-        return Window(fits, limit, remaining, 0.0 if fits and test else _wait(limit, cost, period, into,
-                                                                                  current, previous))
+        return Window(fits, limit, remaining, _wait(limit, cost, period, into, current, previous))
+
+    async def take_all(self, name: str, windows: list[tuple[int, int]], cost: int,
+                       force: bool = False) -> list[Window]:
+        """Take ``cost`` from every window, or from none: nothing else runs in between on this
+        loop, so taking in turn and giving back on a refusal is one indivisible step."""
+        return await _take_in_turn(self.take, name, windows, cost, force)
 
     def _sweep_later(self) -> None:
         if self._sweeper is None or self._sweeper.done():
@@ -110,6 +124,20 @@ class MemoryWindows:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+
+
+async def _take_in_turn(take: Callable[..., Awaitable[Window]], name: str, windows: list[tuple[int, int]],
+                        cost: int, force: bool) -> list[Window]:
+    """Take from each window in turn; a refusal gives back what the earlier ones took."""
+    taken: list[Window] = []
+    for position, (limit, period) in enumerate(windows):
+        window = await take(name, limit, period, cost, force=force)
+        taken.append(window)
+        if not window.allowed and not force:
+            for earlier_limit, earlier_period in windows[:position]:
+                await take(name, earlier_limit, earlier_period, -cost, force=True)
+            return taken
+    return taken
 
 
 def _wait(limit: int, cost: int, period: int, into: float, current: int, previous: int) -> float:
@@ -146,6 +174,23 @@ class LimitsWindows:
 
     async def take(self, name: str, limit: int, period: int, cost: int = 1, *, test: bool = False,
                    force: bool = False) -> Window:
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                return await self._take(name, limit, period, cost, test=test, force=force)
+        except (TimeoutError, OSError, RedisConnectionError, RedisTimeoutError) as exc:
+            raise QuotaStoreUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+
+    async def take_all(self, name: str, windows: list[tuple[int, int]], cost: int,
+                       force: bool = False) -> list[Window]:
+        """Every window is tested first, then taken; one filled by another replica in between
+        gives back what the earlier windows took."""
+        if not force:
+            tests = [await self.take(name, limit, period, cost, test=True) for limit, period in windows]
+            if not all(window.allowed for window in tests):
+                return tests
+        return await _take_in_turn(self.take, name, windows, cost, force)
+
+    async def _take(self, name: str, limit: int, period: int, cost: int, *, test: bool, force: bool) -> Window:
         namespace, _, ident = name.partition(":")
         item = _item(limit, period, namespace)
         limiter = self._limiter
@@ -160,3 +205,67 @@ class LimitsWindows:
 
     async def close(self) -> None:
         return None
+
+
+_TAKE = Script("""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cost, force = tonumber(ARGV[1]), ARGV[2] == '1'
+local fits, rows = true, {}
+for i = 1, #KEYS do
+  local limit, period = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local index = math.floor(now / period)
+  local into = now - index * period
+  local current = tonumber(redis.call('GET', KEYS[i] .. ':' .. index) or '0')
+  local previous = tonumber(redis.call('GET', KEYS[i] .. ':' .. (index - 1)) or '0')
+  if math.floor(previous * (period - into) / period + current) + cost > limit then fits = false end
+  rows[i] = {index, into, current, previous, period}
+end
+local out = {fits and 1 or 0}
+for i = 1, #KEYS do
+  local row = rows[i]
+  if fits or force then
+    row[3] = math.max(0, row[3] + cost)
+    redis.call('SET', KEYS[i] .. ':' .. row[1], row[3], 'EX', 2 * row[5] + 1)
+  end
+  out[#out + 1] = row[3]
+  out[#out + 1] = row[4]
+  out[#out + 1] = math.floor(row[2] * 1000000)
+end
+return out
+""")
+
+
+class RedisWindows:
+    """The same sliding window counters in Redis, shared by every replica: all of a request's
+    windows are tested and taken by one Lua script, so one round trip, and all or nothing."""
+
+    def __init__(self, url: str) -> None:
+        self.link = RedisLink(url, timeout=STORE_TIMEOUT)
+
+    async def take_all(self, name: str, windows: list[tuple[int, int]], cost: int,
+                       force: bool = False) -> list[Window]:
+        args: list[str | int] = [cost, 1 if force else 0]
+        for limit, period in windows:
+            args += [limit, period]
+        keys = [f"poolgate:q:{name}:{period}" for _, period in windows]
+        try:
+            reply = await self.link.run(_TAKE, keys, args)
+        except RedisUnavailable as exc:
+            raise QuotaStoreUnavailable(str(exc)) from exc
+        assert isinstance(reply, list)
+        fits = reply[0] == 1
+        out = []
+        for i, (limit, period) in enumerate(windows):
+            current, previous, into_us = reply[1 + 3 * i : 4 + 3 * i]
+            into = into_us / 1_000_000
+            weighted = previous * (period - into) / period + current
+            # Taken (or forced): each window fitted. Refused: nothing was taken; say which did not fit.
+            allowed = fits or force or math.floor(weighted) + cost <= limit
+            remaining = max(0, limit - math.floor(weighted))
+            reset = _wait(limit, cost, period, into, current, previous)
+            out.append(Window(allowed, limit, remaining, reset))
+        return out
+
+    async def close(self) -> None:
+        await self.link.close()

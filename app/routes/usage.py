@@ -45,7 +45,7 @@ async def key_usage(request: AnyRequest, services: Services) -> Response[bytes]:
             "requests_per_minute": quotas.rpm, "requests_per_day": quotas.rpd,
             "tokens_per_minute": quotas.tpm, "tokens_per_day": quotas.tpd,
             "max_concurrency": quotas.max_concurrency,
-            "in_flight": services.quota.inflight(key.id),
+            "in_flight": await services.quota.inflight(key.id),
         },
         "budget": budget,
         "rate_limit_headers": headers,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ class Gateway:
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path) -> Iterator[Any]:
+def make_gateway(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Any]:
     """Build a gateway: ``make_gateway(upstreams={"acct-1": {...}}, keys={"alice": Policy(...)}, env={...})``."""
     started: list[Gateway] = []
 
@@ -50,7 +50,7 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
         env: dict[str, str] | None = None,
         fake_options: dict[str, Any] | None = None,
     ) -> Gateway:
-        settings = Settings(data_dir=tmp_path / f"gw{len(started)}" / "data", sync_interval=0.1)
+        settings = make_settings(tmp_path / f"gw{len(started)}" / "data", sync_interval=0.1)
         upstreams = upstreams if upstreams is not None else {"acct-1": {}, "acct-2": {}}
         fakes = {
             name: FakeUpstreamThread(name=name, api_key=f"sk-{name}-0123456789abcdef", models=MODELS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import threading
 
 import aiohttp
@@ -13,15 +12,13 @@ import openai
 import pytest
 
 from keys import Policy, Quotas
-from tests.support import ServerProcess, wait_for
+from tests.support import ServerProcess, query, wait_for
 
 CHAT = [{"role": "user", "content": "hello there"}]
 
 
 def rows(gateway, where: str = "1=1") -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    with sqlite3.connect(gateway.settings.data_dir / "poolgate.db") as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(f"select * from usage where {where} order by id")]
+    return query(gateway.settings, f"select * from usage where {where} order by id")
 
 
 async def _burst(url: str, token: str, count: int, body: dict[str, object]) -> list[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -26,8 +26,8 @@ def _redis_up() -> bool:
 pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
 
 
-def test_a_keys_request_quota_holds_across_two_servers_on_redis(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", limits_url="redis://127.0.0.1:6379/0", sync_interval=0.1)
+def test_a_keys_request_quota_holds_across_two_servers_on_redis(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(limits_url="redis://127.0.0.1:6379/0", sync_interval=0.1)
     _, token = create_key(settings, "shared", Policy(allowed_models=("*",), quotas=Quotas(rpm=4)))
     servers = [ServerProcess(settings).start(), ServerProcess(settings).start()]
     try:

@@ -1,14 +1,13 @@
-"""The ``poolgate`` command as an admin uses it: real subprocesses, a real SQLite file."""
+"""The ``poolgate`` command as an admin uses it: real subprocesses, a real database."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from app.settings import Settings
-from tests.support import poolgate
+from tests.support import poolgate, query
 
 
 def _create(settings: Settings, *args: str) -> dict[str, object]:
@@ -126,9 +125,8 @@ def test_a_duplicate_name_is_refused_and_nothing_is_half_written(settings: Setti
     _create(settings, "gina", "--models", "*")
     result = poolgate(settings, "keys", "create", "gina", "--models", "o3")
     assert result.code == 1 and "already exists" in result.stderr
-    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
-        assert db.execute("select count(*), max(revision) from api_keys").fetchone() == (1, 1)
-        assert db.execute("select value from counters").fetchone() == (1,)
+    assert query(settings, "select count(*) as n, max(revision) as newest from api_keys") == [{"n": 1, "newest": 1}]
+    assert query(settings, "select value from counters where name = 'keys'") == [{"value": 1}]
 
 
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import stat
 from collections.abc import Iterator
 
@@ -10,7 +9,7 @@ import pytest
 
 from app.crypto import generate_key
 from app.settings import Settings
-from tests.support import FakeUpstreamThread, poolgate
+from tests.support import FakeUpstreamThread, dump, poolgate
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 
@@ -37,9 +36,8 @@ def test_credentials_are_stored_encrypted_and_never_printed(settings: Settings, 
                (["list"], ["list", "--json"], ["show", "acct-1"], ["show", "acct-1", "--json"])]
     for result in outputs:
         assert result.code == 0 and SECRET not in result.stdout + result.stderr
-    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
-        dump = "\n".join(db.iterdump())
-    assert "acct-1" in dump and SECRET not in dump
+    stored = dump(settings)
+    assert "acct-1" in stored and SECRET not in stored
     key_file = settings.data_dir / "encryption.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 

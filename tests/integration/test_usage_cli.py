@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine, upgrade
+from app.db import create_engine
 from app.settings import Settings
 from app.usage import UsageSummary, key_totals, summarize
 from app.usage._table import UsageRow
@@ -76,14 +76,6 @@ async def _insert(engine: AsyncEngine, rows: Sequence[Use], ids: dict[str, str] 
 
 
 # --- the queries ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    await asyncio.to_thread(upgrade, settings)
-    engine = create_engine(settings)
-    yield engine
-    await engine.dispose()
 
 
 async def test_summarize_groups_by_key_and_model_most_expensive_first(engine: AsyncEngine) -> None:

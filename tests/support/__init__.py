@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,27 +21,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
 from app.db import create_engine, upgrade
 from app.settings import Settings
 from keys import KeyRecord, KeyStore, Policy
 
 __all__ = [
     "ROOT",
+    "TEST_DATABASE_ENV",
     "CliResult",
+    "Databases",
     "FakeUpstreamThread",
     "GiveUp",
     "Http",
     "ServerProcess",
     "add_upstreams",
     "create_key",
+    "dump",
     "env_for",
     "free_port",
     "poolgate",
+    "query",
+    "table_names",
     "wait_for",
 ]
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
+TEST_DATABASE_ENV = "POOLGATE_TEST_DATABASE_URL"
+"""A PostgreSQL server URL; when set, every test gets a fresh database of its own there."""
 
 
 def free_port() -> int:
@@ -78,8 +92,164 @@ def env_for(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[
     })
     if settings.catalog_file is not None:
         env["POOLGATE_CATALOG_FILE"] = str(settings.catalog_file)
+    if settings.single_instance or (not settings.is_sqlite and settings.limits_url.startswith("memory://")):
+        env["POOLGATE_SINGLE_INSTANCE"] = "true"  # each test's server is the only one on its database
+    if settings.quota_fail_open:
+        env["POOLGATE_QUOTA_FAIL_OPEN"] = "true"
     env.update(extra or {})
     return env
+
+
+class Databases:
+    """Fresh, empty databases for tests: by default the SQLite file in the test's data directory;
+    when ``POOLGATE_TEST_DATABASE_URL`` names a PostgreSQL server, a database of its own there.
+
+    PostgreSQL databases are copied from ``template0``, which is empty like a new SQLite file and
+    which nobody may connect to, so a copy never fails on "source database is being accessed by
+    other users". Names carry a random part, so concurrent runs on one server never meet. Each
+    database is dropped ``WITH (FORCE)`` in the background once its test is done (a drop waits on
+    a checkpoint, a copy does not), and every drop has finished when :meth:`close` returns.
+    Names also carry their creation time, so the first run after a killed one drops what that
+    run left behind, once it is older than any run takes.
+    """
+
+    PREFIX = "poolgate_test_"
+    STALE_AFTER = 6 * 3600.0
+
+    def __init__(self, server_url: str | None) -> None:
+        self.server = make_url(server_url).set(drivername="postgresql+asyncpg") if server_url else None
+        self.prefix = f"{self.PREFIX}{int(time.time())}_{secrets.token_hex(3)}"
+        self._numbers = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: Any = None
+        self._drops: list[Any] = []
+
+    @classmethod
+    def from_env(cls) -> Databases:
+        return cls(os.environ.get(TEST_DATABASE_ENV) or None)
+
+    @property
+    def postgres(self) -> bool:
+        return self.server is not None
+
+    def settings(self, data_dir: Path, **changes: Any) -> Settings:
+        """Settings for ``data_dir`` and a database no other test has used."""
+        if self.server is None:
+            return Settings(data_dir=data_dir, **changes)
+        if self._loop is None:
+            self._call(self._drop_stale())
+        name = f"{self.prefix}_{next(self._numbers)}"
+        self._call(self._execute(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        url = self.server.set(database=name).render_as_string(hide_password=False)
+        return Settings(data_dir=data_dir, database_url=url, **changes)
+
+    def release(self, settings: Settings) -> None:
+        """Drop the database made for ``settings`` (nothing to do for a SQLite file)."""
+        if self.server is None or settings.is_sqlite or self._loop is None:
+            return
+        name = make_url(settings.database_url).database
+        drop = self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._drops.append(asyncio.run_coroutine_threadsafe(drop, self._loop))
+
+    def close(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        try:
+            for drop in self._drops:
+                drop.result(timeout=120)
+        finally:
+            if self._pool is not None:
+                self._call(self._pool.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+            self._loop = None
+
+    def _call(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="test-databases", daemon=True)
+            self._thread.start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
+
+    async def _admin(self) -> Any:
+        if self._pool is None:
+            import asyncpg
+
+            assert self.server is not None
+            admin = self.server.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._pool = await asyncpg.create_pool(admin, min_size=1, max_size=4)
+        return self._pool
+
+    async def _execute(self, statement: str) -> None:
+        await (await self._admin()).execute(statement)
+
+    async def _drop_stale(self) -> None:
+        pattern = self.PREFIX.replace("_", "\\_") + "%"
+        names = await (await self._admin()).fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)
+        for (name,) in names:
+            created = name.removeprefix(self.PREFIX).split("_", 1)[0]
+            if created.isdigit() and int(created) < time.time() - self.STALE_AFTER:
+                await self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _in_thread(run: Callable[[], Any]) -> Any:
+    """``asyncio.run`` on a thread of its own, so that async tests (whose loop is running) can call it too."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(asyncio.run(run()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def query(settings: Settings, statement: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows of one SQL statement, read through the app's own engine (SQLite or PostgreSQL alike)."""
+
+    async def run() -> list[dict[str, Any]]:
+        engine = create_engine(settings, pooled=False)
+        try:
+            async with engine.connect() as conn:
+                return [dict(row._mapping) for row in await conn.execute(text(statement), params)]
+        finally:
+            await engine.dispose()
+
+    rows: list[dict[str, Any]] = _in_thread(run)
+    return rows
+
+
+def table_names(settings: Settings) -> set[str]:
+    async def run() -> set[str]:
+        engine = create_engine(settings, pooled=False)
+        try:
+            async with engine.connect() as conn:
+                return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+        finally:
+            await engine.dispose()
+
+    names: set[str] = _in_thread(run)
+    return names
+
+
+def dump(settings: Settings) -> str:
+    """Everything the database holds, as text: to prove that a secret is not in it."""
+    if settings.is_sqlite:
+        with sqlite3.connect(settings.database_url.split(":///", 1)[1]) as db:
+            return "\n".join(db.iterdump())
+    return "\n".join(
+        f"{table}: {row!r}" for table in sorted(table_names(settings))
+        for row in query(settings, f'SELECT * FROM "{table}"')
+    )
 
 
 @dataclass

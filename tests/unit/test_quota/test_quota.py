@@ -88,7 +88,7 @@ async def test_concurrency_slots_are_taken_and_given_back() -> None:
         await quota.reserve(k, 10)
     await quota.settle(held[0], 5)
     await quota.settle(held[0], 5)  # settling twice gives back one slot, not two
-    assert quota.inflight(k.id) == 1
+    assert await quota.inflight(k.id) == 1
     await quota.reserve(k, 10)
     await quota.close()
 
