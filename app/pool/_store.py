@@ -112,6 +112,8 @@ def _record(row: Row[Any]) -> UpstreamRecord:
 
 def check_base_url(url: str) -> str:
     cleaned = url.strip().rstrip("/")
+    if len(cleaned) > 2000:
+        raise StoreError(f"base URL is {len(cleaned)} characters long: at most 2000 fit")
     parts = urlsplit(cleaned)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise StoreError(f"invalid base URL {url!r}: expected http(s)://host[:port]/v1")

@@ -105,6 +105,7 @@ def test_serve_refuses_to_start_when_stored_secrets_cannot_be_decrypted(
         (["upstreams", "add", "x", "--base-url", "http://h/v1"], "--models is required"),
         (["upstreams", "add", "x", "--base-url", "ftp://h/v1", "--models", "o3"], "invalid base URL"),
         (["upstreams", "add", "x", "--base-url", "https://u:p@h/v1", "--models", "o3"], "not in the base URL"),
+        (["upstreams", "add", "x", "--base-url", "http://h/" + "v" * 2000, "--models", "o3"], "at most 2000 fit"),
         (["upstreams", "add", "x", "--base-url", "http://h/v1", "--models", "o3", "--weight", "0"], "weight must be"),
         (["upstreams", "add", "x", "--base-url", "http://h/v1", "--models", "o3", "--api-key-env", "NOPE_UNSET"],
          "NOPE_UNSET is not set"),
