@@ -22,7 +22,8 @@ async def relay_through(fed: bytes, failure: BaseException) -> tuple[list[bytes]
     response = SimpleNamespace(content=content, release=mock.Mock(), close=mock.Mock())
     pool = mock.Mock()
     outcome = Outcome(key_id="k", model="gpt-5", endpoint="chat_completions", stream=True)
-    request = SimpleNamespace(endpoint="chat_completions", model=SimpleNamespace(names=("gpt-5",)), injected_usage=False)
+    request = SimpleNamespace(endpoint="chat_completions", model=SimpleNamespace(names=("gpt-5",)),
+                              injected_usage=False)
     relay = _StreamRelay(response, mock.Mock(inflight=1), request, outcome, pool, idle_timeout=5)  # type: ignore[arg-type]
     out = [chunk async for chunk in relay.chunks(event(1))]
     return out, outcome, pool
@@ -39,7 +40,8 @@ def test_events_that_arrived_before_the_connection_broke_still_reach_the_client(
 
 
 def test_half_an_event_buffered_at_the_failure_is_dropped_so_the_error_frame_stands_alone() -> None:
-    out, outcome, _ = asyncio.run(relay_through(event(2) + b'data: {"id":"chatcmpl-1","choi', aiohttp.ClientPayloadError("cut")))
+    half = b'data: {"id":"chatcmpl-1","choi'
+    out, _, _ = asyncio.run(relay_through(event(2) + half, aiohttp.ClientPayloadError("cut")))
     events = [e for e in b"".join(out).split(b"\n\n") if e.strip()]
     assert events[:2] == [event(1).strip(), event(2).strip()]
     assert len(events) == 3 and events[2].startswith(b"data: {\"error\"")
