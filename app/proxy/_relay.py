@@ -44,7 +44,7 @@ PATHS = {"chat_completions": "/chat/completions", "responses": "/responses", "em
 MAX_ATTEMPTS = 3
 # Client headers an upstream may see; everything else (the client's credential above all) stays here.
 FORWARD_HEADERS = frozenset({
-    "accept", "openai-beta", "idempotency-key", "originator", "session-id", "session_id", "thread-id",
+    "accept", "user-agent", "openai-beta", "idempotency-key", "originator", "session-id", "session_id", "thread-id",
     "x-client-request-id", "conversation_id", "x-stainless-lang", "x-stainless-package-version",
     "x-stainless-os", "x-stainless-arch", "x-stainless-runtime", "x-stainless-runtime-version",
 })

@@ -154,7 +154,7 @@ def test_codex_fields_and_headers_reach_the_upstream_intact(make_gateway, codex)
     assert body["client_metadata"]["thread_id"] == run.thread_id
     codex_headers = {name: value for name, value in sent.headers.items()
                      if name.startswith("x-codex-") or name in ("originator", "session-id", "thread-id",
-                                                                "x-client-request-id", "accept")}
+                                                                "x-client-request-id", "accept", "user-agent")}
     assert {"x-codex-turn-metadata", "x-codex-window-id", "session-id"} <= codex_headers.keys()
     assert {name: received.headers.get(name) for name in codex_headers} == codex_headers
     assert received.headers["authorization"] != sent.headers["authorization"]  # the key stays at the gateway

@@ -77,6 +77,7 @@ def test_the_client_credential_is_replaced_and_only_allowed_headers_are_forwarde
     assert gateway.keys["alice"] not in json.dumps(headers)
     assert headers["x-codex-turn-metadata"] == "{}" and headers["session-id"] == "abc"
     assert "cookie" not in headers and "x-forwarded-for" not in headers
+    assert headers["user-agent"] == client.user_agent  # the upstream sees which client it serves
 
 
 def test_the_body_is_relayed_untouched_when_nothing_changes(make_gateway) -> None:  # type: ignore[no-untyped-def]
