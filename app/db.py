@@ -58,7 +58,9 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         # 60 s to connect by default and forever for a reply.
         connect_args: dict[str, Any] = {"timeout": PG_CONNECT_TIMEOUT}
         if pooled:
-            pooling = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10, "pool_timeout": PG_CONNECT_TIMEOUT}
+            kept = (settings.database_pool_size + 1) // 2
+            pooling = {"pool_pre_ping": True, "pool_size": kept, "max_overflow": settings.database_pool_size - kept,
+                       "pool_timeout": PG_CONNECT_TIMEOUT}
             connect_args["command_timeout"] = PG_COMMAND_TIMEOUT
         return create_async_engine(settings.database_url, hide_parameters=True, connect_args=connect_args, **pooling)
     if pooled:

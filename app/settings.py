@@ -43,6 +43,8 @@ class Settings:
     idle_timeout: float = 120.0
     total_timeout: float = 1800.0
     max_body_bytes: int = 32 * 1024 * 1024
+    database_pool_size: int = 20
+    """The most PostgreSQL connections one process opens (half kept open, half opened under load)."""
     quota_fail_open: bool = False
     """With the shared quota store (Redis) away: serve without quotas instead of answering 503."""
     single_instance: bool = False
@@ -103,6 +105,8 @@ class Settings:
                 values[field_name] = _float(name, raw, 0.1, high)
         if (raw := _read(env, "MAX_BODY_BYTES")) is not None:
             values["max_body_bytes"] = _int("MAX_BODY_BYTES", raw, 1024, 1024 * 1024 * 1024)
+        if (raw := _read(env, "DATABASE_POOL_SIZE")) is not None:
+            values["database_pool_size"] = _int("DATABASE_POOL_SIZE", raw, 2, 1000)
         for name, field_name in (("QUOTA_FAIL_OPEN", "quota_fail_open"), ("SINGLE_INSTANCE", "single_instance")):
             if (raw := _read(env, name)) is not None:
                 values[field_name] = _bool(name, raw)

@@ -42,6 +42,7 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
         ({"POOLGATE_LOG_LEVEL": "loud"}, "POOLGATE_LOG_LEVEL: expected one of"),
         ({"POOLGATE_DATA_DIR": ""}, "POOLGATE_DATA_DIR: must not be empty"),
         ({"POOLGATE_PORT_FILE": "/nonexistent/port"}, "POOLGATE_PORT_FILE: cannot read"),
+        ({"POOLGATE_DATABASE_POOL_SIZE": "1"}, "POOLGATE_DATABASE_POOL_SIZE: expected 2-1000, got 1"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
