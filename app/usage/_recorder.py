@@ -96,11 +96,10 @@ class UsageRecorder:
             return 0
         started, finished = self._started, self._finished
         self._started, self._finished = {}, {}
-        inserts = []
-        for request_id, row in started.items():
-            final = finished.pop(request_id, None)
-            inserts.append(_fit({**row, **final} if final is not None else row))
-        updates = [{"rid": request_id, **_fit(values)} for request_id, values in finished.items()]
+        # A request that started and finished since the last flush is one insert. Both dicts stay
+        # whole, so a failed write puts every start and finish back as it was.
+        inserts = [_fit({**row, **finished[rid]} if rid in finished else row) for rid, row in started.items()]
+        updates = [{"rid": rid, **_fit(values)} for rid, values in finished.items() if rid not in started]
         try:
             async with write_transaction(self.engine) as conn:
                 if inserts:

@@ -211,6 +211,8 @@ def test_postgres_outage_keeps_serving_cached_keys_and_loses_no_usage(gateway: A
         usage = server.http.get("/v1/usage", token)
         assert usage.status == 503
         assert usage.json()["error"]["code"] == "database_unavailable"
+        # The finished rows of the outage meet at least one failed write before the database returns.
+        wait_for(lambda: "writing usage failed" in server.log(), timeout=15, what="a usage write failing")
 
         relay.open()
         wait_for(lambda: server.http.get("/readyz").status == 200, timeout=15, what="ready after the database returned")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.usage._recorder import UsageRecorder
@@ -35,3 +37,18 @@ async def test_values_too_big_for_their_columns_are_cut_and_the_batch_is_written
         ("req-odd", "m" * 200, 2**31 - 1, 5, None),
         ("req-later", "gpt-5", 0, -(2**31), "e" * 64),
     ]
+
+
+async def test_a_failed_write_loses_nothing_and_the_next_one_writes_the_finished_rows(engine: AsyncEngine) -> None:
+    recorder = UsageRecorder(engine)
+    _request(recorder, "req-1", "gpt-5", 10)  # started and finished between two flushes: one insert
+    async with engine.begin() as conn:
+        await conn.execute(text("alter table usage rename to usage_away"))  # the database refuses writes
+    with pytest.raises(DBAPIError):
+        await recorder.flush()
+    async with engine.begin() as conn:
+        await conn.execute(text("alter table usage_away rename to usage"))
+    assert await recorder.flush() == 1
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("select request_id, status, input_tokens, output_tokens from usage"))).all()
+    assert [tuple(r) for r in rows] == [("req-1", "ok", 10, 5)]  # finished, not left "started"
