@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import anyio
 from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
@@ -81,11 +82,14 @@ class Outcome:
         self._done = True
         if self.finished is None:
             self.finished = time.monotonic()
-        if self.on_finish is not None:
-            try:
-                await self.on_finish(self)
-            except Exception:
-                log.exception("accounting for request %s failed", self.request_id)
+        # Shielded: an abandoned stream ends inside the framework's cancelled scope, and accounting
+        # that waits on the network (Redis quotas) would otherwise be cut off at its first await.
+        with anyio.CancelScope(shield=True):
+            if self.on_finish is not None:
+                try:
+                    await self.on_finish(self)
+                except Exception:
+                    log.exception("accounting for request %s failed", self.request_id)
         self.log()
 
     def log(self) -> None:
@@ -382,6 +386,8 @@ class _StreamRelay:
             return
         self._closed = True
         self.state.inflight -= 1
+        if not self.finished and self.outcome.error is None:
+            self.outcome.error = "client_closed"  # the client left before the stream's end
         self.outcome.usage = self.usage.usage
         self.outcome.finished = time.monotonic()
         if self.response.content.is_eof():

@@ -83,7 +83,7 @@ class ProxyService:
         await self.quota.settle(reservation, usage.input_tokens + usage.output_tokens, cost)
         end = outcome.finished or time.monotonic()
         status = "ok" if outcome.status < 400 and outcome.error is None else (
-            "client_closed" if outcome.status == CLIENT_CLOSED else "error")
+            "client_closed" if outcome.status == CLIENT_CLOSED or outcome.error == "client_closed" else "error")
         self.recorder.finished(outcome.request_id, {
             "upstream": outcome.upstream, "status": status, "http_status": outcome.status or None,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
