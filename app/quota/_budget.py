@@ -40,5 +40,7 @@ class BudgetBook:
         self._spent[key_id] = (start, self.spent(key_id, period, now) + cost)
 
     def load(self, key_id: str, period: str, total: float, now: datetime) -> None:
+        """The database's total for the period. Spend within a period only grows, and costs settled
+        here may not be written yet, so a lower total never undoes them (the next reload catches up)."""
         start, _ = period_bounds(period, now)
-        self._spent[key_id] = (start, total)
+        self._spent[key_id] = (start, max(total, self.spent(key_id, period, now)))

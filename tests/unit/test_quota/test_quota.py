@@ -120,6 +120,19 @@ def test_calendar_periods() -> None:
     assert book.spent("k", "day", datetime(2026, 11, 26, tzinfo=UTC)) == 0.0
 
 
+def test_a_reload_from_the_database_never_forgets_spend_not_yet_written() -> None:
+    now = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
+    book = BudgetBook()
+    book.add("k", "day", 0.5, now)
+    book.load("k", "day", 0.0, now)  # the usage row of that 0.5 is still queued
+    assert book.spent("k", "day", now) == 0.5
+    book.load("k", "day", 2.0, now)  # other replicas spent too
+    assert book.spent("k", "day", now) == 2.0
+    tomorrow = datetime(2026, 11, 26, 0, 0, 1, tzinfo=UTC)
+    book.load("k", "day", 0.0, tomorrow)
+    assert book.spent("k", "day", tomorrow) == 0.0  # a new period starts from the database's total
+
+
 async def test_expired_counters_are_forgotten_a_slice_at_a_time() -> None:
     from app.quota._windows import MemoryWindows
 
