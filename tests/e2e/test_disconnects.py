@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -11,24 +10,15 @@ import pytest
 
 from keys import Policy, Quotas
 from tests.support import query, wait_for
+from tests.support.redis import machine_redis_up
 
 CHAT = [{"role": "user", "content": "hi"}]
-REDIS = ("127.0.0.1", 6379)
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("limits_url", [
     "memory://",
     pytest.param("redis://127.0.0.1:6379/0",
-                 marks=pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")),
+                 marks=pytest.mark.skipif(not machine_redis_up(), reason="no Redis on 127.0.0.1:6379")),
 ])
 def test_a_stream_the_client_left_is_recorded_and_its_place_freed_at_once(make_gateway: Any, limits_url: str) -> None:
     # With Redis the settling step waits on the network, which is where the framework's

@@ -1,4 +1,5 @@
-"""A redis-server of a test's own, on a free port: for outages that must touch nothing else."""
+"""Redis for tests: the machine's own on its standard port, or a redis-server of a test's own on a
+free port, for outages that must touch nothing else."""
 
 from __future__ import annotations
 
@@ -12,7 +13,19 @@ import pytest
 
 from tests.support import free_port, wait_for
 
-__all__ = ["RedisServer", "redis_server_fixture"]
+__all__ = ["MACHINE_REDIS", "RedisServer", "machine_redis_up", "redis_server_fixture"]
+
+MACHINE_REDIS = ("127.0.0.1", 6379)
+
+
+def machine_redis_up() -> bool:
+    """Whether the machine's Redis answers PING on 127.0.0.1:6379."""
+    try:
+        with socket.create_connection(MACHINE_REDIS, timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 class RedisServer:
