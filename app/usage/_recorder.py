@@ -62,6 +62,7 @@ class UsageRecorder:
         self._started: dict[str, dict[str, Any]] = {}
         self._finished: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def open(self) -> None:
         now = datetime.now(UTC)
@@ -79,7 +80,10 @@ class UsageRecorder:
     async def _run(self) -> None:
         beat = 0.0
         while True:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            if self._stopping.is_set():
+                return  # close() writes what is left
             try:
                 await self.flush()
                 beat += self.interval
@@ -109,7 +113,7 @@ class UsageRecorder:
                     statement = update(USAGE).where(USAGE.c.request_id == bindparam("rid")).values(
                         {c: bindparam(c) for c in columns})
                     await conn.execute(statement, [{c: row.get(c) for c in ("rid", *columns)} for row in updates])
-        except Exception:
+        except BaseException:  # a cancelled write too: nothing taken from the queue is lost
             self._started = {**started, **self._started}
             self._finished = {**finished, **self._finished}
             raise
@@ -139,9 +143,13 @@ class UsageRecorder:
     async def close(self) -> None:
         """Stop the writer and flush what is left: a clean stop loses no row."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Let a write under way end rather than cancel it halfway; a hung database gets 10 s.
+            self._stopping.set()
+            await asyncio.wait({self._task}, timeout=10)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         for _ in range(3):
             try:
                 await self.flush()

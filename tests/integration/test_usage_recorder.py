@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.usage._recorder import UsageRecorder
+from keys import write_transaction
 
 
 def _request(recorder: UsageRecorder, request_id: str, model: str, input_tokens: int) -> None:
@@ -52,3 +54,19 @@ async def test_a_failed_write_loses_nothing_and_the_next_one_writes_the_finished
     async with engine.connect() as conn:
         rows = (await conn.execute(text("select request_id, status, input_tokens, output_tokens from usage"))).all()
     assert [tuple(r) for r in rows] == [("req-1", "ok", 10, 5)]  # finished, not left "started"
+
+
+async def test_stopping_while_a_write_waits_on_the_database_loses_no_row(engine: AsyncEngine) -> None:
+    recorder = UsageRecorder(engine, interval=0.05)
+    await recorder.open()
+    _request(recorder, "req-1", "gpt-5", 10)
+    async with write_transaction(engine) as blocker:  # another writer holds the database
+        if engine.dialect.name == "postgresql":
+            await blocker.execute(text("lock table usage in exclusive mode"))
+        await asyncio.sleep(0.3)  # the writer's regular flush is now waiting for the lock
+        stopping = asyncio.create_task(recorder.close())
+        await asyncio.sleep(0.2)
+    await stopping
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("select request_id, status from usage"))).all()
+    assert [tuple(r) for r in rows] == [("req-1", "ok")]
