@@ -6,13 +6,14 @@ import asyncio
 import json
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import openai
 import pytest
 
 from keys import Policy, Quotas
-from tests.support import ServerProcess, query, wait_for
+from tests.support import ServerProcess, query, wait_for, within_one_minute
 
 CHAT = [{"role": "user", "content": "hello there"}]
 
@@ -55,8 +56,9 @@ def test_one_usage_row_per_request_with_tokens_and_cost(make_gateway) -> None:  
 def test_a_hundred_concurrent_requests_against_a_limit_of_five(make_gateway) -> None:  # type: ignore[no-untyped-def]
     gateway = make_gateway(upstreams={"acct-1": {}},
                            keys={"alice": Policy(allowed_models=("*",), quotas=Quotas(rpm=5))})
-    statuses = asyncio.run(_burst(gateway.server.base_url + "/v1/chat/completions", gateway.keys["alice"], 100,
-                                  {"model": "gpt-5", "messages": CHAT}))
+    with within_one_minute():  # rpm counts the clock's minute: a burst across its end would let a 6th through
+        statuses = asyncio.run(_burst(gateway.server.base_url + "/v1/chat/completions", gateway.keys["alice"], 100,
+                                      {"model": "gpt-5", "messages": CHAT}))
     assert statuses.count(200) == 5 and statuses.count(429) == 95
     assert len(gateway.fakes["acct-1"].requests) == 5
     metrics = gateway.server.http.get("/metrics").body.decode()
@@ -66,11 +68,13 @@ def test_a_hundred_concurrent_requests_against_a_limit_of_five(make_gateway) -> 
 def test_a_429_says_exactly_when_the_window_frees(make_gateway) -> None:  # type: ignore[no-untyped-def]
     gateway = make_gateway(upstreams={"acct-1": {}},
                            keys={"alice": Policy(allowed_models=("*",), quotas=Quotas(rpm=3))})
-    statuses = asyncio.run(_burst(gateway.server.base_url + "/v1/chat/completions", gateway.keys["alice"], 3,
-                                  {"model": "gpt-5", "messages": CHAT}))
-    assert statuses.count(200) == 3
-    with pytest.raises(openai.RateLimitError) as info:
-        gateway.client(max_retries=0).chat.completions.create(model="gpt-5", messages=CHAT)
+    client = gateway.client(max_retries=0)
+    with within_one_minute():  # rpm counts the clock's minute: across its end a 4th request would fit
+        statuses = asyncio.run(_burst(gateway.server.base_url + "/v1/chat/completions", gateway.keys["alice"], 3,
+                                      {"model": "gpt-5", "messages": CHAT}))
+        assert statuses.count(200) == 3
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="gpt-5", messages=CHAT)
     headers = info.value.response.headers
     wait_ms = int(headers["retry-after-ms"])
     assert 0 < wait_ms <= 60_000
@@ -78,19 +82,24 @@ def test_a_429_says_exactly_when_the_window_frees(make_gateway) -> None:  # type
 
 
 def test_the_sdk_waits_out_a_quota_429_and_then_succeeds(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 8, "interval": 0.05},
+    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 1200, "interval": 0.05},
                            keys={"alice": Policy(allowed_models=("*",), quotas=Quotas(max_concurrency=1))})
     holder = gateway.client()
     stream = holder.chat.completions.create(model="gpt-5", messages=CHAT, stream=True)
-    next(iter(stream))  # the key's one place in flight is taken for about half a second more
+    next(iter(stream))  # the key's one place in flight is taken until the stream is closed
 
-    def drain() -> None:
-        for _ in stream:
-            pass
+    def release() -> None:
+        """Close the holding stream as soon as the SDK's first try has been refused for it."""
+        wait_for(lambda: 'kind="concurrency"} 1' in gateway.server.http.get("/metrics").body.decode(),
+                 timeout=30, interval=0.05, what="the first try to be refused")
+        stream.close()
 
-    threading.Thread(target=drain).start()
-    # The first try is refused with Retry-After: 1; the SDK waits that long, retries, and gets through.
-    answer = gateway.client(max_retries=2).chat.completions.with_raw_response.create(model="gpt-5", messages=CHAT)
+    with ThreadPoolExecutor(1) as pool:
+        released = pool.submit(release)
+        # The first try is refused with Retry-After: 1; the SDK waits that long, retries, and gets through.
+        answer = gateway.client(max_retries=2).chat.completions.with_raw_response.create(model="gpt-5",
+                                                                                        messages=CHAT)
+        released.result(timeout=30)
     assert answer.http_response.status_code == 200
     assert answer.retries_taken >= 1
     metrics = gateway.server.http.get("/metrics").body.decode()
@@ -98,7 +107,7 @@ def test_the_sdk_waits_out_a_quota_429_and_then_succeeds(make_gateway) -> None: 
 
 
 def test_concurrency_tokens_and_budget_limits(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 40, "interval": 0.05}, keys={
+    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 1200, "interval": 0.05}, keys={
         "two-at-once": Policy(allowed_models=("*",), quotas=Quotas(max_concurrency=2)),
         "small": Policy(allowed_models=("*",), quotas=Quotas(tpm=1000)),
         "thrifty": Policy(allowed_models=("*",), quotas=Quotas(budget_usd=0.00001, budget_period="day")),
@@ -141,7 +150,7 @@ def test_two_hundred_concurrent_requests_on_sqlite_lose_no_row(make_gateway) -> 
 
 
 def test_sigterm_with_ten_streams_in_flight_commits_ten_rows(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 30, "interval": 0.05})
+    gateway = make_gateway(upstreams={"acct-1": {}}, fake_options={"chunks": 100, "interval": 0.05})
     url = gateway.server.base_url + "/v1/chat/completions"
     results: list[int] = []
 
@@ -160,7 +169,7 @@ def test_sigterm_with_ten_streams_in_flight_commits_ten_rows(make_gateway) -> No
     assert results == [200] * 10
     finished = rows(gateway)
     assert len(finished) == 10 and {r["status"] for r in finished} == {"ok"}
-    assert all(r["output_tokens"] == 31 for r in finished)
+    assert all(r["output_tokens"] == 101 for r in finished)
 
 
 def test_kill_9_mid_stream_leaves_rows_the_next_start_marks_interrupted(make_gateway) -> None:  # type: ignore[no-untyped-def]

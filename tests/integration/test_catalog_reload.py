@@ -12,9 +12,10 @@ from keys import Policy
 from tests.support import ServerProcess, create_key, poolgate, wait_for
 
 
-def _write(path: Path, data: dict[str, object]) -> None:
+def _write(path: Path, data: dict[str, object] | str) -> None:
+    """Replace the file in one step (a temporary file, then a rename): the server never reads half of it."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(data if isinstance(data, str) else json.dumps(data))
     os.replace(tmp, path)
 
 
@@ -39,7 +40,7 @@ def test_edits_are_served_and_broken_edits_keep_the_old_catalog(
         assert http.get("/v1/models/house", token).json()["id"] == "house-model"
         assert second["catalog_age_seconds"] <= 2
 
-        catalog_file.write_text('{"models": [{"id": "house-model", "priority": "high"}]}')
+        _write(catalog_file, '{"models": [{"id": "house-model", "priority": "high"}]}')
         wait_for(lambda: "catalog file rejected" in server.log(), what="the error in the log")
         assert "priority" in server.log()
         still = http.get("/v1/models", token).json()

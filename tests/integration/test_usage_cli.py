@@ -21,8 +21,14 @@ from keys import Policy
 from tests.support import CliResult, create_key, poolgate
 
 USAGE: Table = UsageRow.__table__  # type: ignore[attr-defined]
-NOW = datetime.now(UTC)
 _ids = itertools.count()
+
+
+@pytest.fixture
+def now() -> datetime:
+    """The moment the test's rows are dated from: read per test, since ``poolgate usage --since`` reads
+    the clock when it runs (a moment read at import would be stale by the time a late test runs)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,10 @@ ROWS = (
 )
 
 
-async def _insert(engine: AsyncEngine, rows: Sequence[Use], ids: dict[str, str] | None = None) -> None:
+async def _insert(engine: AsyncEngine, now: datetime, rows: Sequence[Use], ids: dict[str, str] | None = None) -> None:
     values: list[dict[str, Any]] = []
     for use in rows:
-        started = NOW - use.ago
+        started = now - use.ago
         values.append({
             "request_id": f"req-{next(_ids)}", "key_id": (ids or {}).get(use.key, use.key), "upstream": "acct",
             "model": use.model, "endpoint": "chat", "stream": False, "status": use.status,
@@ -78,9 +84,9 @@ async def _insert(engine: AsyncEngine, rows: Sequence[Use], ids: dict[str, str] 
 # --- the queries ------------------------------------------------------------------------------------
 
 
-async def test_summarize_groups_by_key_and_model_most_expensive_first(engine: AsyncEngine) -> None:
-    await _insert(engine, ROWS)
-    rows = await summarize(engine, since=NOW - timedelta(days=30))
+async def test_summarize_groups_by_key_and_model_most_expensive_first(engine: AsyncEngine, now: datetime) -> None:
+    await _insert(engine, now, ROWS)
+    rows = await summarize(engine, since=now - timedelta(days=30))
     assert [(r.key_id, r.model) for r in rows] == [("alice", "o3"), ("alice", "gpt-5"), ("bob", "gpt-5")]
     o3, gpt5, bob = rows
     assert o3 == UsageSummary("alice", "o3", requests=2, errors=1, input_tokens=1010, output_tokens=500,
@@ -94,8 +100,8 @@ async def test_summarize_groups_by_key_and_model_most_expensive_first(engine: As
     assert (bob.requests, bob.errors, bob.p50_latency_ms) == (2, 1, 300.0)  # client_closed is an error; 200/400
 
 
-async def test_summarize_without_since_reads_everything_and_filters_combine(engine: AsyncEngine) -> None:
-    await _insert(engine, ROWS)
+async def test_summarize_without_since_reads_everything_and_filters_combine(engine: AsyncEngine, now: datetime) -> None:
+    await _insert(engine, now, ROWS)
     everything = await summarize(engine)
     assert [(r.key_id, r.model) for r in everything] == [
         ("bob", "gpt-5-mini"), ("alice", "o3"), ("alice", "gpt-5"), ("bob", "gpt-5")]
@@ -103,15 +109,15 @@ async def test_summarize_without_since_reads_everything_and_filters_combine(engi
     only = await summarize(engine, key_id="bob", model="gpt-5")
     assert [(r.key_id, r.model, r.requests) for r in only] == [("bob", "gpt-5", 2)]
     assert await summarize(engine, key_id="nobody") == []
-    assert await summarize(engine, model="gpt-5", since=NOW - _h(24)) == [
+    assert await summarize(engine, model="gpt-5", since=now - _h(24)) == [
         UsageSummary("alice", "gpt-5", 3, 1, 300, 150, 10, 5, pytest.approx(1.5), 100.0),
         UsageSummary("bob", "gpt-5", 1, 0, 50, 25, 0, 0, 0.25, 200.0),
     ]
 
 
 async def test_summarize_ties_on_cost_go_to_the_busier_group_and_missing_latency_is_none(
-        engine: AsyncEngine) -> None:
-    await _insert(engine, [
+        engine: AsyncEngine, now: datetime) -> None:
+    await _insert(engine, now, [
         Use("k1", "a", "ok", _h(1), cost_usd=1.0),
         Use("k2", "a", "ok", _h(1), cost_usd=0.5),
         Use("k2", "a", "ok", _h(1), cost_usd=0.5),
@@ -122,9 +128,9 @@ async def test_summarize_ties_on_cost_go_to_the_busier_group_and_missing_latency
     assert rows[0].p50_latency_ms is None
 
 
-async def test_since_is_compared_in_utc_whatever_its_time_zone(engine: AsyncEngine) -> None:
-    await _insert(engine, ROWS)
-    moment = NOW - _h(2.5)  # after the 3 h old row, before the 2 h and 1 h old ones
+async def test_since_is_compared_in_utc_whatever_its_time_zone(engine: AsyncEngine, now: datetime) -> None:
+    await _insert(engine, now, ROWS)
+    moment = now - _h(2.5)  # after the 3 h old row, before the 2 h and 1 h old ones
     plus_five = moment.astimezone(timezone(timedelta(hours=5)))
     naive_utc = moment.replace(tzinfo=None)
     for since in (moment, plus_five, naive_utc):
@@ -132,15 +138,15 @@ async def test_since_is_compared_in_utc_whatever_its_time_zone(engine: AsyncEngi
         assert [(r.model, r.requests) for r in rows] == [("gpt-5", 2)], since
 
 
-async def test_key_totals_sum_one_key_over_every_model(engine: AsyncEngine) -> None:
-    await _insert(engine, ROWS)
-    totals = await key_totals(engine, "alice", since=NOW - timedelta(days=30))
+async def test_key_totals_sum_one_key_over_every_model(engine: AsyncEngine, now: datetime) -> None:
+    await _insert(engine, now, ROWS)
+    totals = await key_totals(engine, "alice", since=now - timedelta(days=30))
     assert totals == {"requests": 5, "input_tokens": 1310, "output_tokens": 650, "cached_tokens": 10,
                       "reasoning_tokens": 305, "cost_usd": pytest.approx(3.51)}
     assert isinstance(totals["requests"], int) and isinstance(totals["cost_usd"], float)
-    recent = await key_totals(engine, "alice", since=NOW - _h(6))
+    recent = await key_totals(engine, "alice", since=now - _h(6))
     assert (recent["requests"], recent["input_tokens"], recent["cost_usd"]) == (3, 300, pytest.approx(1.5))
-    assert await key_totals(engine, "nobody", since=NOW - _h(6)) == {
+    assert await key_totals(engine, "nobody", since=now - _h(6)) == {
         "requests": 0, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0,
         "cost_usd": 0.0}
 
@@ -149,7 +155,7 @@ async def test_key_totals_sum_one_key_over_every_model(engine: AsyncEngine) -> N
 
 
 @pytest.fixture
-def ids(settings: Settings) -> dict[str, str]:
+def ids(settings: Settings, now: datetime) -> dict[str, str]:
     """Two real keys and the usage rows above, written under their ids."""
     alice, _ = create_key(settings, "alice", Policy(allowed_models=("*",)))
     bob, _ = create_key(settings, "bob", Policy(allowed_models=("*",)))
@@ -158,7 +164,7 @@ def ids(settings: Settings) -> dict[str, str]:
     async def go() -> None:
         engine = create_engine(settings)
         try:
-            await _insert(engine, ROWS, key_ids)
+            await _insert(engine, now, ROWS, key_ids)
         finally:
             await engine.dispose()
 

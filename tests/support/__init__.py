@@ -16,7 +16,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,10 +44,13 @@ __all__ = [
     "dump",
     "env_for",
     "free_port",
+    "fresh_minute",
     "poolgate",
     "query",
     "table_names",
     "wait_for",
+    "wait_for_each",
+    "within_one_minute",
 ]
 
 T = TypeVar("T")
@@ -80,6 +85,52 @@ def wait_for(check: Callable[[], T], *, timeout: float = 10.0, interval: float =
                 return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last_error}" if last_error else ""))
+
+
+def wait_for_each(items: Sequence[T], check: Callable[[T], object], *, deadline: float,
+                  what: Callable[[T], str], interval: float = 0.02) -> list[float]:
+    """Poll ``check`` on every item at once, each on a thread of its own, until it holds for each or the
+    ``deadline`` (a ``time.monotonic()`` moment) passes; returns the moment it held, per item.
+
+    Polling in turn would let one slow answer use up the time another item has to show the change.
+    """
+
+    def watch(item: T) -> float:
+        wait_for(lambda: check(item), timeout=max(0.1, deadline - time.monotonic()), interval=interval,
+                 what=what(item))
+        return time.monotonic()
+
+    with ThreadPoolExecutor(max(1, len(items))) as pool:
+        return list(pool.map(watch, items))
+
+
+def fresh_minute(need: float = 10.0) -> int:
+    """The clock minute to run a burst in: this one, or the next (slept until just after it starts) when
+    fewer than ``need`` seconds of this one are left.
+
+    Quota windows slide over the clock's minutes: just after a minute ends, the previous minute's count
+    weighs a little less than in full and one more request fits, so a burst whose admissions are counted
+    exactly must not straddle two. (Days end on a minute's end, so this keeps per-day windows whole too.)
+    Use :func:`within_one_minute` around the burst to have that checked.
+    """
+    left = 60.0 - time.time() % 60.0
+    if left < need:
+        time.sleep(left + 0.2)
+    return int(time.time() // 60)
+
+
+@contextmanager
+def within_one_minute(need: float = 10.0) -> Iterator[int]:
+    """Run the block in one clock minute (see :func:`fresh_minute`); if it ran past the minute's end, fail
+    saying so (in place of whatever count came out off by one) rather than pass or fail by chance."""
+    minute = fresh_minute(need)
+    try:
+        yield minute
+    finally:
+        now = time.time()
+        if int(now // 60) != minute:
+            raise AssertionError(f"the burst ran {now % 60:.1f}s into the next clock minute, so its counts are "
+                                 f"not one minute's: it needs more than the {need:g}s it was given")
 
 
 def env_for(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.support import ROOT
+from tests.support import ROOT, wait_for
 
 __all__ = [
     "CODEX_VERSION",
@@ -236,6 +236,7 @@ class Recorder:
     _HOP = frozenset({"host", "connection", "keep-alive", "content-length", "transfer-encoding"})
 
     def __post_init__(self) -> None:
+        self._forwarding = 0  # requests not yet in ``seen``: only the recorder's loop changes it
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -250,6 +251,13 @@ class Recorder:
         return f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
     async def _forward(self, request: web.BaseRequest) -> web.StreamResponse:
+        self._forwarding += 1
+        try:
+            return await self._relay(request)
+        finally:
+            self._forwarding -= 1
+
+    async def _relay(self, request: web.BaseRequest) -> web.StreamResponse:
         arrived = time.monotonic()
         sent = {k.lower(): v for k, v in request.headers.items()}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in self._HOP}
@@ -277,7 +285,13 @@ class Recorder:
             return response
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Seen]:
-        """What codex asked for so far, optionally only one method and path (query ignored)."""
+        """What codex asked for so far, optionally only one method and path (query ignored).
+
+        Waits (up to 5 s) for requests still being forwarded: one is noted only after its answer has been
+        passed on, so codex can have its answer, and even have exited, before it is in ``seen``.
+        """
+        wait_for(lambda: self._forwarding == 0, timeout=5.0, interval=0.01,
+                 what="the recorder to finish forwarding requests in progress")
         return sorted((s for s in list(self.seen) if (method is None or s.method == method)
                        and (path is None or s.path.partition("?")[0] == path)), key=lambda s: s.at)
 
