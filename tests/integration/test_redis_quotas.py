@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 
 import pytest
@@ -13,19 +12,12 @@ from app.quota import QuotaService
 from app.quota._inflight import SharedInflight
 from keys import KeyRecord, Policy, Quotas
 from tests.support import within_one_minute
+from tests.support.redis import machine_redis_up
 
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
+pytestmark = pytest.mark.skipif(not machine_redis_up(), reason="no Redis on 127.0.0.1:6379")
 
 
 def a_key(limit: int) -> KeyRecord:
