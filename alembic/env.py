@@ -13,12 +13,11 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from app.db import create_engine, metadata
+from app._db import WRITE_OPTION, create_engine, metadata
 from app.settings import Settings
-from keys import WRITE_OPTION
 
 config = context.config
-target_metadata = metadata
+target_metadata = metadata()
 MIGRATION_LOCK = 7_474_010  # any constant shared by every poolgate process
 
 

@@ -7,10 +7,19 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from app.catalog import Catalog, ModelInfo
-from app.errors import AuthenticationError, GatewayError, NotFoundError, PermissionDeniedError, RateLimitError
-from keys import AuthRejected, KeyCache, KeyRecord, Rejection
+from app.errors import AuthenticationError, GatewayError, NotFoundError, PermissionDeniedError
+from keys import AuthRejected, KeyCache, KeyRecord, NotCached, Rejection
 
-__all__ = ["authenticate", "codex_fatal", "is_codex", "model_not_allowed", "model_not_found", "resolve_model"]
+__all__ = [
+    "authenticate",
+    "bearer_token",
+    "codex_fatal",
+    "is_codex",
+    "model_not_allowed",
+    "model_not_found",
+    "rejection_error",
+    "resolve_model",
+]
 
 E = TypeVar("E", bound=GatewayError)
 
@@ -28,14 +37,21 @@ def bearer_token(headers: Mapping[str, str]) -> str:
     return (headers.get("x-api-key") or "").strip()
 
 
-def authenticate(headers: Mapping[str, str], cache: KeyCache, now: float | None = None) -> KeyRecord:
+async def authenticate(headers: Mapping[str, str], cache: KeyCache, now: float | None = None) -> KeyRecord:
+    """The calling key, from the cache; a well-formed key the cache has not seen yet is looked up once."""
+    moment = time.time() if now is None else now
     try:
-        return cache.authenticate(bearer_token(headers), time.time() if now is None else now)
+        return cache.authenticate(bearer_token(headers), moment)
+    except NotCached as miss:
+        try:
+            return await cache.fetch(miss, moment)
+        except AuthRejected as exc:
+            raise rejection_error(exc) from None
     except AuthRejected as exc:
-        raise _rejection_error(exc) from None
+        raise rejection_error(exc) from None
 
 
-def _rejection_error(exc: AuthRejected) -> GatewayError:
+def rejection_error(exc: AuthRejected) -> GatewayError:
     if exc.reason is Rejection.EXPIRED:
         return AuthenticationError(
             "This API key has expired. Ask your poolgate admin for a new one.", code="api_key_expired"
@@ -71,6 +87,7 @@ def resolve_model(catalog: Catalog, key: KeyRecord, name: str) -> ModelInfo:
 
 _FATAL_FOR_CODEX = frozenset({
     "model_not_allowed", "endpoint_not_allowed", "reasoning_effort_not_allowed", "modality_not_allowed",
+    "verbosity_not_allowed", "service_tier_not_allowed",
 })
 
 
@@ -80,22 +97,13 @@ def is_codex(headers: Mapping[str, str]) -> bool:
     return originator[:5].lower() == "codex"
 
 
-CODEX_MAX_WAIT = 60.0
-"""Codex sleeps for any Retry-After it gets, however long; past this it is told to stop instead."""
-
-
 def codex_fatal(exc: E) -> E:
     """The same error for Codex, shaped so that Codex stops at once when no retry can help.
 
     Codex retries a 403 six times, but stops on ``model_not_found``: a refusal that no retry can
-    change keeps its message (which names the model) and takes that code. Codex waits out every
-    429 that carries Retry-After: a spent budget, a request that can never fit its window, or a
-    window that reopens only in minutes or hours goes without it, so the user reads the message
-    now instead of a silent hang.
+    change keeps its message (which names the model) and takes that code. (A 429 that waiting
+    cannot fix already comes without ``Retry-After`` for every client, which Codex obeys.)
     """
     if isinstance(exc, PermissionDeniedError) and exc.code in _FATAL_FOR_CODEX:
         exc.code = "model_not_found"
-    elif isinstance(exc, RateLimitError) and (not exc.retryable or exc.retry_after > CODEX_MAX_WAIT):
-        exc.headers.pop("retry-after", None)
-        exc.headers.pop("retry-after-ms", None)
     return exc

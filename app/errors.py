@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections.abc import Mapping
 
 import msgspec
@@ -21,6 +22,7 @@ from app._types import AnyRequest
 
 __all__ = [
     "AuthenticationError",
+    "ConflictError",
     "GatewayError",
     "InvalidRequestError",
     "NotFoundError",
@@ -30,6 +32,7 @@ __all__ = [
     "ServiceUnavailableError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "as_gateway_error",
     "error_body",
     "error_response",
     "exception_handler",
@@ -39,6 +42,8 @@ __all__ = [
 log = logging.getLogger("poolgate.errors")
 
 _ENCODER = msgspec.json.Encoder()
+MAX_RETRY_WAIT = 60.0
+"""Seconds a client is told to wait at most; a 429 that lasts longer says not to retry."""
 
 
 class GatewayError(Exception):
@@ -89,7 +94,10 @@ class InvalidRequestError(GatewayError):
 
 
 class RateLimitError(GatewayError):
-    """A 429; always carries ``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms``."""
+    """A 429. One that waiting fixes within a minute carries ``Retry-After`` (whole seconds, rounded up)
+    and ``retry-after-ms``; one that waiting cannot fix soon (a spent budget, a request larger than its
+    window, a window that reopens in minutes or hours) carries ``x-should-retry: false`` instead, so the
+    OpenAI SDKs and Codex give up at once rather than sleep for hours."""
 
     status_code = 429
     type = "rate_limit_error"
@@ -106,18 +114,27 @@ class RateLimitError(GatewayError):
     ) -> None:
         wait = max(retry_after, 0.001)
         merged = dict(headers or {})
-        merged["retry-after"] = str(max(1, math.ceil(wait)))
-        merged["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        self.retryable = retryable and wait <= MAX_RETRY_WAIT
+        """False when waiting cannot help within a minute."""
+        if self.retryable:
+            merged["retry-after"] = str(max(1, math.ceil(wait)))
+            merged["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        else:
+            merged["x-should-retry"] = "false"
         super().__init__(message, code=code, headers=merged)
         self.retry_after = wait
-        self.retryable = retryable
-        """False when waiting cannot help (a spent budget, a request larger than its window)."""
 
 
 class RequestTooLargeError(GatewayError):
     status_code = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ConflictError(GatewayError):
+    status_code = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class UpstreamError(GatewayError):
@@ -157,6 +174,7 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
 def error_response(exc: GatewayError, extra_headers: Mapping[str, str] | None = None) -> Response[bytes]:
     headers = dict(extra_headers or {})
     headers.update(exc.headers)
+    headers.setdefault("x-request-id", "req_" + secrets.token_hex(12))
     return Response(
         content=error_body(exc.message, exc.type, exc.code, exc.param),
         status_code=exc.status_code,
@@ -179,26 +197,46 @@ _HTTP_TYPES = {
 def exception_handler(request: AnyRequest, exc: Exception) -> Response[bytes]:
     """The single place where exceptions become responses."""
     key_headers = request.scope.get("state", {}).get("ratelimit_headers")
+    if not isinstance(exc, GatewayError):
+        exc = as_gateway_error(exc, f"{request.method} {request.url.path}")
+    return error_response(exc, key_headers)
+
+
+def as_gateway_error(exc: BaseException, where: str = "") -> GatewayError:
+    """Any exception as the error a client may see (a 500 that says nothing inside for the unexpected)."""
+    from app.crypto import VaultError
+    from keys import KeyAlreadyRevoked, KeyNameTaken, KeyNotFound, KeyRevoked, PolicyError, StoreError
+
     if isinstance(exc, GatewayError):
-        return error_response(exc, key_headers)
+        return exc
     if isinstance(exc, NotFoundException):
-        message = f"Unknown request URL: {request.method} {request.url.path}."
-        return error_response(NotFoundError(message, code="unknown_url"), key_headers)
+        return NotFoundError(f"Unknown request URL: {where}.", code="unknown_url")
     if isinstance(exc, ValidationException):
-        return error_response(InvalidRequestError(_validation_message(exc)), key_headers)
+        return InvalidRequestError(_validation_message(exc))
     if isinstance(exc, HTTPException):
         type_, code = _HTTP_TYPES.get(exc.status_code, ("server_error", "internal_error"))
-        error = GatewayError(exc.detail or "Request failed.", code=code)
+        error = GatewayError(exc.detail or "Request failed.", code=code, headers=exc.headers)
         error.status_code, error.type = exc.status_code, type_
-        return error_response(error, {**(exc.headers or {}), **(key_headers or {})})
-    if _database_away(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(ServiceUnavailableError(
+        return error
+    if isinstance(exc, RecursionError):
+        return InvalidRequestError("The JSON body of your request is nested too deeply.")
+    if isinstance(exc, KeyNotFound) or type(exc).__name__ == "UpstreamNotFound":
+        return NotFoundError(str(exc), code="not_found")
+    if isinstance(exc, KeyNameTaken | KeyRevoked | KeyAlreadyRevoked) or (
+            isinstance(exc, StoreError) and "already exists" in str(exc)):
+        return ConflictError(str(exc))
+    if isinstance(exc, StoreError | PolicyError):
+        return InvalidRequestError(str(exc), param=getattr(exc, "field", None))
+    if isinstance(exc, VaultError):
+        return ConflictError(str(exc), code="encryption_keys_differ")
+    if isinstance(exc, Exception) and _database_away(exc):
+        log.warning("database unavailable on %s: %s", where, exc)
+        return ServiceUnavailableError(
             "poolgate cannot reach its database right now. Please try again shortly.",
             code="database_unavailable", headers={"retry-after": "2"},
-        ), key_headers)
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(GatewayError("The server had an error while processing your request."))
+        )
+    log.error("unhandled error on %s", where, exc_info=exc)
+    return GatewayError("The server had an error while processing your request.")
 
 
 def _database_away(exc: Exception) -> bool:

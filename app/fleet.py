@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from app.quota._resp import RedisAddress, RedisLink, RedisUnavailable, RespError, plain_redis_url, read_reply
+from app._redis import RedisAddress, RedisLink, RedisUnavailable, RespError, plain_redis_url, read_reply
 
 __all__ = ["CHANNEL", "Fleet", "announce", "fleet_url"]
 
@@ -31,6 +31,8 @@ log = logging.getLogger("poolgate.fleet")
 
 CHANNEL = "poolgate:events"
 HEALTH_PREFIX = "poolgate:health:"
+REPLICA_PREFIX = "poolgate:replica:"
+SNAPSHOT_TTL_MS = 15_000
 TIMEOUT = 1.0  # seconds for any one Redis call
 PING_EVERY = 10.0  # seconds between pings on the subscription, to notice a silent disconnect
 
@@ -54,7 +56,11 @@ class Fleet:
         self._pending: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, *, on_health: Callable[[str, float, float], None] | None = None,
+                    on_change: Callable[[str], None] | None = None) -> None:
+        """Listen for the other replicas' news: health with ``on_health``, admin changes with ``on_change``."""
+        self.on_health = on_health or self.on_health
+        self.on_change = on_change or self.on_change
         self._listener = asyncio.create_task(self._listen(), name="poolgate-fleet")
 
     async def close(self) -> None:
@@ -85,6 +91,38 @@ class Fleet:
             await self._link.call("PUBLISH", CHANNEL, payload)
         except (RedisUnavailable, RespError) as exc:  # the others find out for themselves, a little later
             log.warning("could not share upstream health through Redis: %s", exc)
+
+    async def announce(self, what: str) -> bool:
+        """Wake every replica's sync now (after an admin change made here)."""
+        try:
+            await self._link.call("PUBLISH", CHANNEL, json.dumps({"kind": "changed", "what": what}))
+            return True
+        except (RedisUnavailable, RespError) as exc:
+            log.debug("could not announce the change through Redis: %s", exc)
+            return False
+
+    async def publish_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """This replica's live view of the pool, for the admin API's health page (expires if it dies)."""
+        try:
+            await self._link.call("SET", REPLICA_PREFIX + self.instance, json.dumps(snapshot), "PX", SNAPSHOT_TTL_MS)
+        except (RedisUnavailable, RespError) as exc:
+            log.debug("could not publish this replica's health: %s", exc)
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """Every live replica's last snapshot."""
+        found: list[dict[str, Any]] = []
+        cursor: bytes | int = b"0"
+        while True:
+            reply = await self._link.call("SCAN", cursor, "MATCH", REPLICA_PREFIX + "*", "COUNT", 500)
+            assert isinstance(reply, list)
+            cursor, keys = reply
+            for key in keys:
+                payload = await self._link.call("GET", key)
+                if isinstance(payload, bytes):
+                    with contextlib.suppress(ValueError):
+                        found.append(json.loads(payload))
+            if cursor in (b"0", 0):
+                return found
 
     # -- receiving --------------------------------------------------------------------------------
 

@@ -48,6 +48,8 @@ class Metrics:
         self._duration: dict[tuple[str, str], _Histogram] = {}
         self._ttfb: dict[tuple[str, str], _Histogram] = {}
         self._quota: dict[tuple[str, str], int] = {}
+        self.spilled_rows = 0
+        """Usage rows written to the spill file because the database refused them."""
 
     def request(
         self, *, key_id: str, model: str, upstream: str | None, endpoint: str, status: int,
@@ -78,6 +80,9 @@ class Metrics:
         if ttfb_s is not None:
             self._observe(self._ttfb, hk, ttfb_s)
 
+    def usage_spilled(self, rows: int) -> None:
+        self.spilled_rows += rows
+
     def quota_rejected(self, *, key_id: str, kind: str) -> None:
         """Count a request refused by a quota; kind is "requests", "tokens", "concurrency" or "budget"."""
         k = (key_id, kind)
@@ -90,9 +95,14 @@ class Metrics:
         hist.counts[bisect_left(self._buckets, value)] += 1
         hist.total += value
 
-    def render(self, upstreams: Iterable[Mapping[str, object]] = ()) -> bytes:
-        """The whole exposition; ``upstreams`` are pool snapshots, turned into gauges labelled by name."""
+    def render(self, upstreams: Iterable[Mapping[str, object]] = (),
+               extra: Iterable[tuple[str, str, str, float]] = ()) -> bytes:
+        """The whole exposition; ``upstreams`` are pool snapshots, turned into gauges labelled by name;
+        ``extra`` are (name, type, help, value) samples without labels."""
         out: list[str] = []
+        for name, kind, help_, value in extra:
+            _family(out, name, kind, help_)
+            out.append(f"{name} {_fmt(value)}\n")
 
         _family(out, "poolgate_requests_total", "counter",
                 "Requests handled, by API key id, model, upstream, endpoint and HTTP status.")
@@ -137,6 +147,8 @@ class Metrics:
 
 _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("poolgate_upstream_inflight", "inflight", "Requests in flight to the upstream."),
+    ("poolgate_upstream_usable", "usable",
+     "1 when the upstream can be used, 0 when it cannot (its credential cannot be decrypted here)."),
     ("poolgate_upstream_cooling_down", "cooling_down_s", "1 while the upstream is cooling down after a 429, else 0."),
     ("poolgate_upstream_ejected", "ejected_s", "1 while the upstream is ejected after repeated failures, else 0."),
     ("poolgate_upstream_consecutive_failures", "consecutive_failures", "Failures since the last success."),

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["Settings", "SettingsError", "redact_url"]
 
 PREFIX = "POOLGATE_"
 LIMITS_SCHEMES = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
@@ -49,6 +49,26 @@ class Settings:
     """With the shared quota store (Redis) away: serve without quotas instead of answering 503."""
     single_instance: bool = False
     """On PostgreSQL with memory:// limits: the operator states that only one instance runs."""
+    head_timeout: float = 10.0
+    """Seconds a connection may take to send a complete request head (slow clients are closed)."""
+    keepalive_timeout: float = 15.0
+    """Seconds an idle keep-alive connection stays open."""
+    max_connections: int = 4096
+    """Open client connections per process; past it new requests get a 503 and the connection closes."""
+    max_event_bytes: int = 8 * 1024 * 1024
+    """Largest single server-sent event relayed from an upstream; a larger one ends the stream."""
+    usage_queue: int = 20_000
+    """Usage rows held in memory while the database refuses writes; past it they go to the spill file."""
+    metrics_public: bool = False
+    """Serve /metrics without a token (for scraping on a private network)."""
+    metrics_token: str = field(default="", repr=False)
+    """A token that may read /metrics only (admin tokens may too)."""
+    websocket: bool = True
+    """Serve the Responses API over WebSocket on /v1/responses (as Codex speaks it); off answers 426."""
+    owner_wait: float = 10.0
+    """Seconds a request that must go to a response's own upstream waits for it to finish cooling down."""
+    secure_cookies: bool = False
+    """Mark dashboard cookies Secure even on plain HTTP requests (set it behind a TLS-terminating proxy)."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -58,58 +78,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        if (raw := _read(env, "DATA_DIR")) is not None:
-            if not raw.strip():
-                raise SettingsError(f"{PREFIX}DATA_DIR: must not be empty")
-            values["data_dir"] = Path(raw).expanduser()
-        if (raw := _read(env, "DATABASE_URL")) is not None:
-            values["database_url"] = _database_url(raw)
-        if (raw := _read(env, "HOST")) is not None:
-            if not raw.strip():
-                raise SettingsError(f"{PREFIX}HOST: must not be empty")
-            values["host"] = raw.strip()
-        if (raw := _read(env, "PORT")) is not None:
-            values["port"] = _int("PORT", raw, 1, 65535)
-        if (raw := _read(env, "CATALOG_FILE")) is not None and raw.strip():
-            values["catalog_file"] = Path(raw).expanduser()
-        if (raw := _read(env, "LIMITS_URL")) is not None:
-            if not raw.startswith(LIMITS_SCHEMES):
-                raise SettingsError(
-                    f"{PREFIX}LIMITS_URL: expected memory:// or a Redis URL such as redis://host:6379/0, "
-                    f"got {_redact(raw)!r}"
-                )
-            values["limits_url"] = raw
-        if (raw := _read(env, "WORKERS")) is not None:
-            values["workers"] = _int("WORKERS", raw, 1, 256)
-        if (raw := _read(env, "SYNC_INTERVAL")) is not None:
-            # Capped so that a change reaches every process within 2 seconds, as promised.
-            values["sync_interval"] = _float("SYNC_INTERVAL", raw, 0.05, 1.5)
-        if (raw := _read(env, "LOG_LEVEL")) is not None:
-            level = raw.strip().lower()
-            if level not in LOG_LEVELS:
-                raise SettingsError(f"{PREFIX}LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
-            values["log_level"] = level
-        if (raw := _read(env, "ENCRYPTION_KEYS")) is not None:
-            values["encryption_keys"] = _fernet_keys(raw)
-        if (raw := _read(env, "BALANCER")) is not None:
-            if raw.strip() not in BALANCERS:
-                raise SettingsError(f"{PREFIX}BALANCER: expected one of {', '.join(BALANCERS)}, got {raw!r}")
-            values["balancer"] = raw.strip()
-        for name, field_name, high in (
-            ("CONNECT_TIMEOUT", "connect_timeout", 300.0),
-            ("FIRST_BYTE_TIMEOUT", "first_byte_timeout", 3600.0),
-            ("IDLE_TIMEOUT", "idle_timeout", 3600.0),
-            ("TOTAL_TIMEOUT", "total_timeout", 86400.0),
-        ):
-            if (raw := _read(env, name)) is not None:
-                values[field_name] = _float(name, raw, 0.1, high)
-        if (raw := _read(env, "MAX_BODY_BYTES")) is not None:
-            values["max_body_bytes"] = _int("MAX_BODY_BYTES", raw, 1024, 1024 * 1024 * 1024)
-        if (raw := _read(env, "DATABASE_POOL_SIZE")) is not None:
-            values["database_pool_size"] = _int("DATABASE_POOL_SIZE", raw, 2, 1000)
-        for name, field_name in (("QUOTA_FAIL_OPEN", "quota_fail_open"), ("SINGLE_INSTANCE", "single_instance")):
-            if (raw := _read(env, name)) is not None:
-                values[field_name] = _bool(name, raw)
+        _places(env, values)
+        _choices(env, values)
+        _numbers(env, values)
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -124,6 +95,86 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+_FLOATS = (  # name, field, lowest, highest
+    ("SYNC_INTERVAL", "sync_interval", 0.05, 1.5),  # capped: a change reaches every process within 2 s
+    ("CONNECT_TIMEOUT", "connect_timeout", 0.1, 300.0),
+    ("FIRST_BYTE_TIMEOUT", "first_byte_timeout", 0.1, 3600.0),
+    ("IDLE_TIMEOUT", "idle_timeout", 0.1, 3600.0),
+    ("TOTAL_TIMEOUT", "total_timeout", 0.1, 86400.0),
+    ("HEAD_TIMEOUT", "head_timeout", 0.5, 300.0),
+    ("KEEPALIVE_TIMEOUT", "keepalive_timeout", 0.5, 3600.0),
+    ("OWNER_WAIT", "owner_wait", 0.0, 600.0),
+)
+_INTS = (
+    ("PORT", "port", 1, 65535),
+    ("WORKERS", "workers", 1, 256),
+    ("MAX_BODY_BYTES", "max_body_bytes", 1024, 1024 * 1024 * 1024),
+    ("DATABASE_POOL_SIZE", "database_pool_size", 2, 1000),
+    ("MAX_CONNECTIONS", "max_connections", 16, 1_000_000),
+    ("MAX_EVENT_BYTES", "max_event_bytes", 64 * 1024, 1024 * 1024 * 1024),
+    ("USAGE_QUEUE", "usage_queue", 100, 10_000_000),
+)
+_BOOLS = (
+    ("QUOTA_FAIL_OPEN", "quota_fail_open"), ("SINGLE_INSTANCE", "single_instance"),
+    ("METRICS_PUBLIC", "metrics_public"), ("WEBSOCKET", "websocket"), ("SECURE_COOKIES", "secure_cookies"),
+)
+
+
+def _places(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """Where things live: the data directory, the databases, the catalog file, the address to listen on."""
+    if (raw := _read(env, "DATA_DIR")) is not None:
+        if not raw.strip():
+            raise SettingsError(f"{PREFIX}DATA_DIR: must not be empty")
+        values["data_dir"] = Path(raw).expanduser()
+    if (raw := _read(env, "DATABASE_URL")) is not None:
+        values["database_url"] = _database_url(raw)
+    if (raw := _read(env, "HOST")) is not None:
+        if not raw.strip():
+            raise SettingsError(f"{PREFIX}HOST: must not be empty")
+        values["host"] = raw.strip()
+    if (raw := _read(env, "CATALOG_FILE")) is not None and raw.strip():
+        values["catalog_file"] = Path(raw).expanduser()
+    if (raw := _read(env, "LIMITS_URL")) is not None:
+        if not raw.startswith(LIMITS_SCHEMES):
+            raise SettingsError(
+                f"{PREFIX}LIMITS_URL: expected memory:// or a Redis URL such as redis://host:6379/0, "
+                f"got {redact_url(raw)!r}"
+            )
+        values["limits_url"] = raw
+
+
+def _choices(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """Named choices, switches and secrets."""
+    if (raw := _read(env, "LOG_LEVEL")) is not None:
+        level = raw.strip().lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError(f"{PREFIX}LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+        values["log_level"] = level
+    if (raw := _read(env, "ENCRYPTION_KEYS")) is not None:
+        values["encryption_keys"] = _fernet_keys(raw)
+    if (raw := _read(env, "BALANCER")) is not None:
+        if raw.strip() not in BALANCERS:
+            raise SettingsError(f"{PREFIX}BALANCER: expected one of {', '.join(BALANCERS)}, got {raw!r}")
+        values["balancer"] = raw.strip()
+    for name, field_name in _BOOLS:
+        if (raw := _read(env, name)) is not None:
+            values[field_name] = _bool(name, raw)
+    if (raw := _read(env, "METRICS_TOKEN")) is not None:
+        token = raw.strip()
+        if token and len(token) < 16:
+            raise SettingsError(f"{PREFIX}METRICS_TOKEN: use at least 16 characters")
+        values["metrics_token"] = token
+
+
+def _numbers(env: Mapping[str, str], values: dict[str, object]) -> None:
+    for name, field_name, low, high in _FLOATS:
+        if (raw := _read(env, name)) is not None:
+            values[field_name] = _float(name, raw, low, high)
+    for name, field_name, low_int, high_int in _INTS:
+        if (raw := _read(env, name)) is not None:
+            values[field_name] = _int(name, raw, low_int, high_int)
 
 
 def sqlite_url(path: Path) -> str:
@@ -180,7 +231,7 @@ def _database_url(raw: str) -> str:
         url = "postgresql+asyncpg://" + url.split("://", 1)[1]
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise SettingsError(
-            f"{PREFIX}DATABASE_URL: expected sqlite:///path or postgresql://..., got {_redact(url)!r}"
+            f"{PREFIX}DATABASE_URL: expected sqlite:///path or postgresql://..., got {redact_url(url)!r}"
         )
     return url
 
@@ -206,7 +257,7 @@ def _fernet_keys(raw: str) -> tuple[str, ...]:
     return keys
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in a URL so it never reaches an error message."""
     if "://" not in url or "@" not in url:
         return url

@@ -5,11 +5,12 @@ This package holds no HTTP code; the gateway maps its outcomes to HTTP answers.
 
 from __future__ import annotations
 
-from keys._cache import AuthRejected, KeyCache, Rejection
+from keys._cache import AuthRejected, KeyCache, NotCached, Rejection
 from keys._policy import (
     BUDGET_PERIODS,
     EFFORTS,
     MODALITIES,
+    SERVICE_TIERS,
     VERBOSITIES,
     Matcher,
     NameIndex,
@@ -20,29 +21,19 @@ from keys._policy import (
     validate_pattern,
 )
 from keys._records import KeyRecord, KeyStatus
-from keys._store import (
-    WRITE_OPTION,
-    KeyNameTaken,
-    KeyNotFound,
-    KeyRevoked,
-    KeyStore,
-    StoreError,
-    bump_counter,
-    read_counter,
-    write_transaction,
-)
-from keys._table import ApiKeyRow, CounterRow
-from keys._token import generate_token, hash_secret, parse_token
+from keys._store import AuditHook, KeyAlreadyRevoked, KeyNameTaken, KeyNotFound, KeyRevoked, KeyStore, StoreError
+from keys._token import ADMIN_PREFIX, generate_token, hash_secret, parse_token
 
 __all__ = [
+    "ADMIN_PREFIX",
     "BUDGET_PERIODS",
     "EFFORTS",
     "MODALITIES",
+    "SERVICE_TIERS",
     "VERBOSITIES",
-    "WRITE_OPTION",
-    "ApiKeyRow",
+    "AuditHook",
     "AuthRejected",
-    "CounterRow",
+    "KeyAlreadyRevoked",
     "KeyCache",
     "KeyNameTaken",
     "KeyNotFound",
@@ -52,17 +43,15 @@ __all__ = [
     "KeyStore",
     "Matcher",
     "NameIndex",
+    "NotCached",
     "Policy",
     "PolicyError",
     "Quotas",
     "Rejection",
     "StoreError",
-    "bump_counter",
     "generate_token",
     "hash_secret",
     "parse_token",
     "policy_from_dict",
-    "read_counter",
     "validate_pattern",
-    "write_transaction",
 ]

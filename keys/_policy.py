@@ -19,6 +19,7 @@ __all__ = [
     "BUDGET_PERIODS",
     "EFFORTS",
     "MODALITIES",
+    "SERVICE_TIERS",
     "VERBOSITIES",
     "Matcher",
     "NameIndex",
@@ -33,6 +34,7 @@ BUDGET_PERIODS: tuple[str, ...] = ("day", "week", "month")
 EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh")
 MODALITIES: tuple[str, ...] = ("text", "image", "audio", "video", "pdf", "embedding")
 VERBOSITIES: tuple[str, ...] = ("low", "medium", "high")
+SERVICE_TIERS: tuple[str, ...] = ("auto", "default", "flex", "scale", "priority")
 _PATTERN = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._:/@+*?-]*$")
 
 
@@ -169,6 +171,7 @@ class Policy:
     allowed_reasoning_efforts: tuple[str, ...] | None = None
     allowed_modalities: tuple[str, ...] | None = None
     allowed_verbosities: tuple[str, ...] | None = None
+    allowed_service_tiers: tuple[str, ...] | None = None
     priority_rules: tuple[str, ...] = ()
     tier: int = 0
     quotas: Quotas = field(default_factory=Quotas)
@@ -186,6 +189,7 @@ class Policy:
              _choices(self.allowed_reasoning_efforts, EFFORTS, "reasoning effort"))
         set_(self, "allowed_modalities", _choices(self.allowed_modalities, MODALITIES, "modality"))
         set_(self, "allowed_verbosities", _choices(self.allowed_verbosities, VERBOSITIES, "verbosity"))
+        set_(self, "allowed_service_tiers", _choices(self.allowed_service_tiers, SERVICE_TIERS, "service tier"))
         if not 0 <= self.tier <= 100:
             raise PolicyError(f"tier must be between 0 and 100, got {self.tier}")
         set_(self, "_allow", Matcher(models))
@@ -223,6 +227,7 @@ class Policy:
             "allowed_reasoning_efforts": _list(self.allowed_reasoning_efforts),
             "allowed_modalities": _list(self.allowed_modalities),
             "allowed_verbosities": _list(self.allowed_verbosities),
+            "allowed_service_tiers": _list(self.allowed_service_tiers),
             "priority_rules": list(self.priority_rules),
             "tier": self.tier,
             "quotas": {
@@ -248,6 +253,7 @@ def policy_from_dict(data: dict[str, object]) -> Policy:
             allowed_reasoning_efforts=_opt_tuple(data.get("allowed_reasoning_efforts")),
             allowed_modalities=_opt_tuple(data.get("allowed_modalities")),
             allowed_verbosities=_opt_tuple(data.get("allowed_verbosities")),
+            allowed_service_tiers=_opt_tuple(data.get("allowed_service_tiers")),
             priority_rules=tuple(data.get("priority_rules") or ()),  # type: ignore[arg-type]
             tier=int(data.get("tier") or 0),  # type: ignore[call-overload]
             quotas=Quotas(**quotas),

@@ -12,67 +12,44 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row, Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app._db import COUNTERS, bump_counter, read_counter, write_transaction
 from keys._policy import Policy, PolicyError, policy_from_dict
 from keys._records import KeyRecord, to_datetime
-from keys._table import ApiKeyRow, CounterRow
+from keys._table import ApiKeyRow
 from keys._token import generate_token, hash_secret
 
 __all__ = [
-    "WRITE_OPTION",
+    "AuditHook",
+    "KeyAlreadyRevoked",
     "KeyNameTaken",
     "KeyNotFound",
     "KeyRevoked",
     "KeyStore",
     "StoreError",
-    "bump_counter",
-    "read_counter",
-    "write_transaction",
 ]
 
 log = logging.getLogger("poolgate.keys")
 
-WRITE_OPTION = "poolgate_write"
-"""Execution option that makes the SQLite engine begin with ``BEGIN IMMEDIATE``."""
-
 KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
-COUNTERS: Table = CounterRow.__table__  # type: ignore[attr-defined]
 MAX_NAME = 200
 _UNSET: Any = object()
 
 
-@asynccontextmanager
-async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction; on SQLite it begins with ``BEGIN IMMEDIATE`` (see ``WRITE_OPTION``)."""
-    async with engine.connect() as plain:
-        conn = await plain.execution_options(**{WRITE_OPTION: True})
-        async with conn.begin():
-            yield conn
+class AuditHook(Protocol):
+    """Records a change inside the transaction that makes it (the admin layer's audit log)."""
 
-
-async def bump_counter(conn: AsyncConnection, name: str) -> int:
-    """Increment a change counter inside the caller's transaction and return its new value."""
-    result = await conn.execute(
-        update(COUNTERS).where(COUNTERS.c.name == name).values(value=COUNTERS.c.value + 1).returning(COUNTERS.c.value)
-    )
-    value = result.scalar_one_or_none()
-    if value is None:
-        raise StoreError("the database is not initialised: run `poolgate db upgrade`")
-    return int(value)
-
-
-async def read_counter(engine: AsyncEngine, name: str) -> int:
-    async with engine.connect() as conn:
-        value = (await conn.execute(select(COUNTERS.c.value).where(COUNTERS.c.name == name))).scalar()
-    return int(value or 0)
+    async def __call__(
+        self, conn: AsyncConnection, action: str, before: KeyRecord | None, after: KeyRecord
+    ) -> None: ...
 
 
 class StoreError(Exception):
@@ -137,11 +114,22 @@ def _check_name(name: str) -> str:
     return cleaned
 
 
-class KeyStore:
-    """All key reads and writes, shared by the CLI, the admin surface and the serving cache."""
+class KeyAlreadyRevoked(StoreError):
+    def __init__(self, record: KeyRecord) -> None:
+        super().__init__(f"key {record.id} ({record.name}) was already revoked")
+        self.record = record
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class KeyStore:
+    """All key reads and writes, shared by the CLI, the admin API and the serving cache.
+
+    ``audit`` (when given) records every change inside the transaction that makes it, so a
+    change and its audit entry land together or not at all.
+    """
+
+    def __init__(self, engine: AsyncEngine, audit: AuditHook | None = None) -> None:
         self.engine = engine
+        self.audit = audit
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return write_transaction(self.engine)
@@ -164,6 +152,10 @@ class KeyStore:
             raise KeyNotFound(ref)
         return _record(row)
 
+    async def _audit(self, conn: AsyncConnection, action: str, before: KeyRecord | None, after: KeyRecord) -> None:
+        if self.audit is not None:
+            await self.audit(conn, action, before, after)
+
     async def create(
         self, name: str, policy: Policy, *, expires_at: float | None = None, disabled: bool = False
     ) -> tuple[KeyRecord, str]:
@@ -182,6 +174,7 @@ class KeyStore:
             except IntegrityError:
                 raise KeyNameTaken(name) from None
             record = await self._find(conn, parts.public_id)
+            await self._audit(conn, "key.create", None, record)
         return record, token
 
     async def update(
@@ -210,14 +203,19 @@ class KeyStore:
                 values["expires_at"] = to_datetime(expires_at)
             if disabled is not None:
                 values["disabled"] = disabled
-            return await self._change(conn, current, values)
+            record = await self._change(conn, current, values)
+            await self._audit(conn, "key.update", current, record)
+            return record
 
     async def revoke(self, ref: str) -> KeyRecord:
+        """Revoke for good; raises :class:`KeyAlreadyRevoked` when it already was."""
         async with self._write() as conn:
             current = await self._find(conn, ref, lock=True)
             if current.revoked_at is not None:
-                return current
-            return await self._change(conn, current, {"revoked_at": datetime.now(UTC)})
+                raise KeyAlreadyRevoked(current)
+            record = await self._change(conn, current, {"revoked_at": datetime.now(UTC)})
+            await self._audit(conn, "key.revoke", current, record)
+            return record
 
     async def rotate(self, ref: str, *, grace_seconds: float = 0.0) -> tuple[KeyRecord, str]:
         """A new secret for the same key id; the old one keeps working for ``grace_seconds``."""
@@ -234,6 +232,7 @@ class KeyStore:
                 "previous_secret_hash": current.secret_digest.hex() if keep_old else None,
                 "previous_expires_at": to_datetime(time.time() + grace_seconds) if keep_old else None,
             })
+            await self._audit(conn, "key.rotate", current, record)
         return record, token
 
     async def _change(self, conn: AsyncConnection, current: KeyRecord, values: dict[str, Any]) -> KeyRecord:
@@ -249,6 +248,17 @@ class KeyStore:
         async with self.engine.connect() as conn:
             return await self._find(conn, ref)
 
+    async def live(self, public_id: str) -> KeyRecord | None:
+        """The live key with this public id, or None: one indexed read, for a key the cache has not seen yet."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(KEYS).where(KEYS.c.id == public_id, KEYS.c.revoked_at.is_(None)))).first()
+        if row is None:
+            return None
+        try:
+            return _record(row)
+        except (PolicyError, ValueError):
+            return None
+
     async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
         query = select(KEYS).order_by(KEYS.c.created_at, KEYS.c.id)
         if not include_revoked:
@@ -256,6 +266,11 @@ class KeyStore:
         async with self.engine.connect() as conn:
             policies: dict[str, Policy] = {}
             return [_record(row, policies) for row in await conn.execute(query)]
+
+    async def names(self) -> dict[str, str]:
+        """Every key's name by id, revoked ones included (for reports)."""
+        async with self.engine.connect() as conn:
+            return {row.id: row.name for row in await conn.execute(select(KEYS.c.id, KEYS.c.name))}
 
     async def revision(self) -> int:
         return await read_counter(self.engine, "keys")
@@ -289,4 +304,3 @@ class KeyStore:
                 log.error("key %s is refused until fixed: its stored policy cannot be read: %s", row.id, exc)
                 dropped.add(row.id)
         return records, dropped, highest
-

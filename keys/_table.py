@@ -1,4 +1,4 @@
-"""The key store's tables. Only the store and migrations use them; the hot path never does."""
+"""The key store's table. Only the store and migrations use it; the hot path never does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ApiKeyRow", "CounterRow"]
+__all__ = ["ApiKeyRow"]
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -33,12 +33,3 @@ class ApiKeyRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     revision: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
-
-
-class CounterRow(SQLModel, table=True):
-    """Monotonic counters; ``keys`` is bumped by every key change so replicas can poll one row."""
-
-    __tablename__ = "counters"
-
-    name: str = Field(primary_key=True, max_length=64)
-    value: int = Field(sa_column=Column(BigInteger, nullable=False, default=0))

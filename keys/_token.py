@@ -2,7 +2,8 @@
 
 The public id (12 base36 characters) names the key in lists and logs. The secret is
 32 base62 characters (about 190 random bits). A 6-character CRC32 checksum over the
-rest lets malformed or mistyped keys be rejected without any lookup.
+rest lets malformed or mistyped keys be rejected without any lookup. Admin tokens have
+the same shape with the prefix ``pga``, so one can never be taken for the other.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import zlib
 from typing import NamedTuple
 
 __all__ = [
+    "ADMIN_PREFIX",
     "ParsedToken",
     "generate_token",
     "hash_secret",
@@ -26,15 +28,19 @@ __all__ = [
 ]
 
 PREFIX = "pg"
+ADMIN_PREFIX = "pga"
 ID_ALPHABET = string.ascii_lowercase + string.digits
 SECRET_ALPHABET = string.ascii_letters + string.digits
 ID_LENGTH = 12
 SECRET_LENGTH = 32
 CHECKSUM_LENGTH = 6
 TOKEN_LENGTH = len(PREFIX) + 2 + ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
-_SHAPE = re.compile(
-    rf"{PREFIX}_([a-z0-9]{{{ID_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})([A-Za-z0-9]{{{CHECKSUM_LENGTH}}})"
-)
+_SHAPES = {
+    prefix: re.compile(
+        rf"{prefix}_([a-z0-9]{{{ID_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})([A-Za-z0-9]{{{CHECKSUM_LENGTH}}})"
+    )
+    for prefix in (PREFIX, ADMIN_PREFIX)
+}
 _BASE62 = [a + b for a in SECRET_ALPHABET for b in SECRET_ALPHABET]  # two digits per step
 
 
@@ -47,17 +53,17 @@ def new_public_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
-def generate_token(public_id: str | None = None) -> tuple[str, ParsedToken]:
+def generate_token(public_id: str | None = None, *, prefix: str = PREFIX) -> tuple[str, ParsedToken]:
     """A fresh token (for a new key, or a new secret for an existing public id)."""
     public_id = public_id or new_public_id()
     secret = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
-    body = f"{PREFIX}_{public_id}_{secret}"
+    body = f"{prefix}_{public_id}_{secret}"
     return body + _checksum(body), ParsedToken(public_id, secret)
 
 
-def parse_token(token: str) -> ParsedToken | None:
+def parse_token(token: str, *, prefix: str = PREFIX) -> ParsedToken | None:
     """The token's parts, or None when its shape or checksum is wrong (no lookup needed)."""
-    match = _SHAPE.fullmatch(token)
+    match = _SHAPES[prefix].fullmatch(token)
     if match is None:
         return None
     public_id, secret, checksum = match.groups()

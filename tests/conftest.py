@@ -11,9 +11,9 @@ from tests.support import Databases
 
 
 @pytest.fixture(scope="session")
-def databases() -> Iterator[Databases]:
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
     """Where tests keep their data: SQLite files, or PostgreSQL when POOLGATE_TEST_DATABASE_URL is set."""
-    databases = Databases.from_env()
+    databases = Databases.from_env(tmp_path_factory.mktemp("databases"))
     try:
         yield databases
     finally:
@@ -22,11 +22,12 @@ def databases() -> Iterator[Databases]:
 
 @pytest.fixture
 def make_settings(databases: Databases, tmp_path: Path) -> Iterator[Callable[..., Settings]]:
-    """``make_settings(data_dir=None, **fields)``: settings with a fresh database, dropped after the test."""
+    """``make_settings(data_dir=None, migrated=True, **fields)``: settings with a database of their own,
+    migrated (a copy of the run's template) or empty; dropped after the test."""
     made: list[Settings] = []
 
-    def make(data_dir: Path | None = None, **changes: Any) -> Settings:
-        settings = databases.settings(data_dir or tmp_path / "data", **changes)
+    def make(data_dir: Path | None = None, *, migrated: bool = True, **changes: Any) -> Settings:
+        settings = databases.settings(data_dir or tmp_path / "data", migrated=migrated, **changes)
         made.append(settings)
         return settings
 
@@ -37,11 +38,24 @@ def make_settings(databases: Databases, tmp_path: Path) -> Iterator[Callable[...
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    """A fresh data directory and a fresh, empty database; fast key sync for tests."""
+    """A fresh data directory and a migrated database of its own; fast key sync for tests."""
     return make_settings(sync_interval=0.1)
+
+
+@pytest.fixture
+def empty_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """A fresh data directory and a database that has never been migrated."""
+    return make_settings(migrated=False, sync_interval=0.1)
 
 
 def pytest_report_header() -> str:
     server = Databases.from_env().server
     where = "a SQLite file" if server is None else f"a PostgreSQL database on {server.render_as_string()}"
-    return f"databases: {where} per test"
+    return f"databases: {where} per test, copied from one migrated template"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a database are marked ``db``: the PostgreSQL leg of CI runs only those."""
+    for item in items:
+        if "databases" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from app.catalog._loader import Catalog, build_catalog, load_bundled, read_operator_file
-from app.catalog._model import (
-    ENDPOINTS,
-    CatalogError,
-    CodexInfo,
-    ModelInfo,
-    Pricing,
-    ReasoningLevel,
-    TruncationPolicy,
-    parse_version,
-)
+from app.catalog._codex import DEFAULT_BASE_INSTRUCTIONS, codex_entry
+from app.catalog._loader import Catalog, build_catalog, load_bundled
+from app.catalog._model import ENDPOINTS, CatalogError, ModelInfo, Pricing, parse_version
+from app.catalog._paging import PageTokenError, read_page_token
 from app.catalog._service import CatalogService
-from app.catalog._view import (
-    DEFAULT_BASE_INSTRUCTIONS,
-    ModelView,
-    PageTokenError,
-    Renderer,
-    ViewCache,
-    build_view,
-    codex_entry,
-    make_page_token,
-    read_page_token,
-    trim_model,
-)
+from app.catalog._trim import TrimmedModel, trim_model
+from app.catalog._views import ModelView, Served, build_view, render_page
 
 __all__ = [
     "DEFAULT_BASE_INSTRUCTIONS",
@@ -33,22 +16,18 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CatalogService",
-    "CodexInfo",
     "ModelInfo",
     "ModelView",
     "PageTokenError",
     "Pricing",
-    "ReasoningLevel",
-    "Renderer",
-    "TruncationPolicy",
-    "ViewCache",
+    "Served",
+    "TrimmedModel",
     "build_catalog",
     "build_view",
     "codex_entry",
     "load_bundled",
-    "make_page_token",
     "parse_version",
-    "read_operator_file",
     "read_page_token",
+    "render_page",
     "trim_model",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "ModelInfo",
     "Pricing",
     "ReasoningLevel",
+    "TierPrice",
     "TruncationPolicy",
     "parse_version",
 ]
@@ -33,13 +34,35 @@ class ReasoningLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str = ""
 
 
-class Pricing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """USD per one million tokens."""
+class TierPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """USD per one million tokens on one service tier; a field left out costs what the standard tier does."""
 
     input: float | None = None
     output: float | None = None
     cache_read: float | None = None
     cache_write: float | None = None
+
+
+class Pricing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """USD per one million tokens; ``service_tiers`` prices other tiers (``flex``, ``priority``, ...)."""
+
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+    service_tiers: dict[str, TierPrice] | None = None
+
+    def for_tier(self, tier: str | None) -> Pricing:
+        """The prices on ``tier``: the standard ones where the catalog does not know that tier's."""
+        special = self.service_tiers.get(tier) if tier and self.service_tiers else None
+        if special is None:
+            return self
+        return Pricing(
+            input=self.input if special.input is None else special.input,
+            output=self.output if special.output is None else special.output,
+            cache_read=self.cache_read if special.cache_read is None else special.cache_read,
+            cache_write=self.cache_write if special.cache_write is None else special.cache_write,
+        )
 
 
 class TruncationPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

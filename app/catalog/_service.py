@@ -10,7 +10,7 @@ from typing import Any
 
 from app.catalog._loader import Catalog, build_catalog, load_bundled, read_operator_file
 from app.catalog._model import CatalogError, parse_version
-from app.catalog._view import ModelView, ViewCache
+from app.catalog._views import ModelView, Served, ViewCache
 from keys import Policy
 
 __all__ = ["CatalogService"]
@@ -75,10 +75,16 @@ class CatalogService:
         endpoint: str | None = None,
         provider: str | None = None,
         client_version: tuple[int, ...] | None = None,
+        served: Served | None = None,
     ) -> ModelView:
         if client_version is not None:
             client_version = self._version_class(client_version)
-        return self._views.get(self.catalog, policy, endpoint, provider, client_version)
+        return self._views.get(self.catalog, policy, endpoint, provider, client_version, served)
+
+    def served_ids(self, served: Served) -> frozenset[str]:
+        """The ids of the catalog's models some upstream serves."""
+        models = self.catalog.models
+        return frozenset(models[i].id for i in self._views.renderer(self.catalog).served(served))
 
     def _version_class(self, client_version: tuple[int, ...]) -> tuple[int, ...]:
         """The newest minimal_client_version the client meets: clients alike see the same view, so

@@ -1,9 +1,10 @@
-"""What every command shares: settings, the async runner, parsing of flags, output."""
+"""What every command shares: settings, the async runner, a session on the admin service, flags, output."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 import time
@@ -12,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
 
 __all__ = [
     "CliError",
+    "Session",
     "console",
     "emit_json",
     "err_console",
@@ -27,13 +28,26 @@ __all__ = [
     "parse_limit",
     "parse_list",
     "run",
+    "session",
     "settings",
+    "size_consoles",
+    "warn",
 ]
 
 T = TypeVar("T")
-S = TypeVar("S")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def size_consoles() -> None:
+    """Output piped into a file or another program is as wide as it needs, not 80 columns; ``COLUMNS``
+    sets it; a terminal keeps its own width. (Read at each command, since the streams can change.)"""
+    columns = os.environ.get("COLUMNS", "")
+    for out, stream in ((console, sys.stdout), (err_console, sys.stderr)):
+        if columns.isdigit():
+            out.size = (int(columns), 50)
+        elif not stream.isatty():
+            out.size = (200, 50)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -44,6 +58,10 @@ class CliError(Exception):
 
 def fail(message: str) -> NoReturn:
     raise CliError(message)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def settings() -> Settings:
@@ -57,31 +75,45 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def store_session(
-    open_store: Callable[[Settings, AsyncEngine], S],
-    action: Callable[[S], Awaitable[T]],
-    *,
-    announces: str | None,
-) -> T:
-    """Migrate if needed, run one store action, close the engine; a change (``announces`` names
-    what changed) wakes every replica's sync through Redis, when there is one."""
-    from app.db import create_engine, upgrade
-    from app.fleet import announce
+class Session:
+    """One command's hold on the database: the admin service (audited as this user), the engine, the settings."""
+
+    def __init__(self, config: Settings) -> None:
+        from app._db import create_engine
+        from app.admin import AdminService, AuditTrail, cli_actor
+        from app.crypto import Vault
+        from app.fleet import announce
+
+        self.settings = config
+        self.engine = create_engine(config)
+        self.vault = Vault.from_settings(config)
+        self.trail = AuditTrail(cli_actor(), "cli")
+        self.service = AdminService(self.engine, self.vault,
+                                    announce=lambda what: announce(config.limits_url, what))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def session(action: Callable[[Session], Awaitable[T]], *, writes: bool = False) -> T:
+    """Run one action on an existing, migrated database (never a new one: only ``serve``, ``demo`` and
+    ``db upgrade`` make one); a change says which database it went to."""
+    from app._db import describe, require_database
 
     config = settings()
-    upgrade(config)
+    require_database(config)
 
     async def go() -> T:
-        engine = create_engine(config)
+        opened = Session(config)
         try:
-            result = await action(open_store(config, engine))
+            return await action(opened)
         finally:
-            await engine.dispose()
-        if announces is not None:
-            await announce(config.limits_url, announces)
-        return result
+            await opened.close()
 
-    return run(go)
+    result = run(go)
+    if writes:
+        err_console.print(f"(database: {describe(config)})", highlight=False, soft_wrap=True)
+    return result
 
 
 def emit_json(data: Any) -> None:

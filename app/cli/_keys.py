@@ -1,30 +1,32 @@
-"""``poolgate keys ...``: issue, inspect, change, revoke and rotate API keys."""
+"""``poolgate keys ...``: issue, inspect, change, revoke and rotate API keys (through the admin service)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
 from rich.table import Table
 
 from app.cli._common import (
+    Session,
     console,
     emit_json,
+    err_console,
     fail,
     parse_duration,
     parse_expiry,
     parse_limit,
     parse_list,
-    store_session,
+    session,
+    settings,
+    warn,
 )
-from keys import KeyRecord, KeyStore, Policy, Quotas
+from app.quota import format_usd
+from keys import KeyAlreadyRevoked, KeyRecord
 
 __all__ = ["keys_app"]
-
-T = TypeVar("T")
 
 keys_app = typer.Typer(help="Issue and manage API keys.", no_args_is_help=True)
 
@@ -36,18 +38,22 @@ ModelsOpt = Annotated[
                  "'*' allows every model; an empty list allows none."),
 ]
 RpmOpt = Annotated[str | None, typer.Option("--rpm", help="Requests per minute ('none' = unlimited).")]
-RpdOpt = Annotated[str | None, typer.Option("--rpd", help="Requests per day.")]
-TpmOpt = Annotated[str | None, typer.Option("--tpm", help="Tokens per minute.")]
-TpdOpt = Annotated[str | None, typer.Option("--tpd", help="Tokens per day.")]
-ConcOpt = Annotated[str | None, typer.Option("--max-concurrency", help="Requests in flight at once.")]
-BudgetOpt = Annotated[str | None, typer.Option("--budget-usd", help="Spend limit in USD per budget period.")]
-PeriodOpt = Annotated[str | None, typer.Option("--budget-period", help="day, week or month.")]
+RpdOpt = Annotated[str | None, typer.Option("--rpd", help="Requests per day ('none' = unlimited).")]
+TpmOpt = Annotated[str | None, typer.Option("--tpm", help="Tokens per minute ('none' = unlimited).")]
+TpdOpt = Annotated[str | None, typer.Option("--tpd", help="Tokens per day ('none' = unlimited).")]
+ConcOpt = Annotated[str | None, typer.Option(
+    "--max-concurrency", help="Requests in flight at once ('none' = unlimited).")]
+BudgetOpt = Annotated[str | None, typer.Option(
+    "--budget-usd", help="Spend limit in USD per budget period ('none' removes it).")]
+PeriodOpt = Annotated[str | None, typer.Option("--budget-period", help="day, week or month (UTC calendar periods).")]
 EffortsOpt = Annotated[str | None, typer.Option(
     "--efforts", help="Reasoning efforts allowed, e.g. low,medium ('*' = any).")]
 ModalitiesOpt = Annotated[str | None, typer.Option(
     "--modalities", help="Input modalities allowed, e.g. text,image ('*' = any).")]
 VerbosityOpt = Annotated[str | None, typer.Option(
     "--verbosity", help="Verbosity levels allowed, e.g. low,medium ('*' = any).")]
+TiersOpt = Annotated[str | None, typer.Option(
+    "--service-tiers", help="Service tiers allowed, e.g. default,flex ('*' = any, the default).")]
 PriorityOpt = Annotated[str | None, typer.Option(
     "--priority", help="Model patterns in the order the key's model list should show them.")]
 TierOpt = Annotated[int | None, typer.Option(
@@ -56,39 +62,58 @@ ExpiresOpt = Annotated[str | None, typer.Option(
     "--expires", help="30d, 12h, a date such as 2027-01-01, or 'never'.")]
 
 
-def _session(action: Callable[[KeyStore], Awaitable[T]], *, changes: bool = True) -> T:
-    return store_session(lambda _config, engine: KeyStore(engine), action, announces="keys" if changes else None)
-
-
-def _quotas(rpm: str | None, rpd: str | None, tpm: str | None, tpd: str | None, conc: str | None,
-            budget: str | None, period: str | None, base: Quotas | None = None) -> Quotas:
-    base = base or Quotas()
-
-    def pick(text: str | None, current: int | None, what: str) -> int | None:
-        return current if text is None else parse_limit(text, what)
-
-    budget_usd = base.budget_usd
-    budget_period = base.budget_period
+def _quota_changes(rpm: str | None, rpd: str | None, tpm: str | None, tpd: str | None, conc: str | None,
+                   budget: str | None, period: str | None) -> dict[str, Any]:
+    """The quota fields a command gave, as the service takes them (absent fields keep their value)."""
+    quotas: dict[str, Any] = {}
+    for name, text, flag in (("rpm", rpm, "--rpm"), ("rpd", rpd, "--rpd"), ("tpm", tpm, "--tpm"),
+                             ("tpd", tpd, "--tpd"), ("max_concurrency", conc, "--max-concurrency")):
+        if text is not None:
+            quotas[name] = parse_limit(text, flag)
     if budget is not None:
         if budget.strip().lower() in ("none", "unlimited"):
-            budget_usd, budget_period = None, None
+            quotas["budget_usd"] = None
         else:
             try:
-                budget_usd = float(budget)
+                quotas["budget_usd"] = float(budget)
             except ValueError:
                 fail(f"invalid budget {budget!r}: expected an amount in USD such as 20 or 12.50")
     if period is not None:
-        budget_period = period.strip().lower()  # type: ignore[assignment]
-    return Quotas(
-        rpm=pick(rpm, base.rpm, "--rpm"), rpd=pick(rpd, base.rpd, "--rpd"),
-        tpm=pick(tpm, base.tpm, "--tpm"), tpd=pick(tpd, base.tpd, "--tpd"),
-        max_concurrency=pick(conc, base.max_concurrency, "--max-concurrency"),
-        budget_usd=budget_usd, budget_period=budget_period,
-    )
+        quotas["budget_period"] = period.strip().lower()
+    return quotas
 
 
-def _models(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def _models(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _policy_changes(models: str | None, efforts: str | None, modalities: str | None, verbosity: str | None,
+                    tiers: str | None, priority: str | None, tier: int | None) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if models is not None:
+        changes["allowed_models"] = _models(models)
+    for name, text in (("allowed_reasoning_efforts", efforts), ("allowed_modalities", modalities),
+                       ("allowed_verbosities", verbosity), ("allowed_service_tiers", tiers)):
+        if text is not None:
+            parsed = parse_list(text)
+            changes[name] = None if parsed is None else list(parsed)
+    if priority is not None:
+        changes["priority_rules"] = list(parse_list(priority) or ())
+    if tier is not None:
+        changes["tier"] = tier
+    return changes
+
+
+def _warn_unmatched(patterns: list[str]) -> None:
+    """A pattern that matches no catalog model is most likely a typo: say so (the key is made all the same)."""
+    from app.catalog import CatalogService
+    from keys import Matcher, NameIndex
+
+    catalog = CatalogService(settings().catalog_file).catalog
+    index = NameIndex([model.names for model in catalog.models])
+    for pattern in patterns:
+        if not Matcher([pattern]).find(index):
+            warn(f"the model pattern {pattern!r} matches no model in the catalog (see: poolgate models list)")
 
 
 def _fmt(values: object) -> str:
@@ -101,10 +126,10 @@ def _fmt(values: object) -> str:
 
 def _limits(record: KeyRecord) -> str:
     q = record.policy.quotas
-    parts = [f"{name} {value}" for name, value in (("rpm", q.rpm), ("rpd", q.rpd), ("tpm", q.tpm),
+    parts = [f"{name} {value:,}" for name, value in (("rpm", q.rpm), ("rpd", q.rpd), ("tpm", q.tpm),
              ("tpd", q.tpd), ("concurrency", q.max_concurrency)) if value is not None]
     if q.budget_usd is not None:
-        parts.append(f"${q.budget_usd:g}/{q.budget_period}")
+        parts.append(f"{format_usd(q.budget_usd)}/{q.budget_period}")
     return ", ".join(parts) or "unlimited"
 
 
@@ -115,10 +140,11 @@ def _show(record: KeyRecord, title: str | None = None) -> None:
     table.add_column()
     for label, value in (
         ("id", data["id"]), ("name", data["name"]), ("status", data["status"]),
-        ("models", _fmt(data["allowed_models"])), ("priority", _fmt(data["priority_rules"]) if
-                                                   data["priority_rules"] else "catalog order"),
+        ("models", _fmt(data["allowed_models"])),
+        ("priority", _fmt(data["priority_rules"]) if data["priority_rules"] else "catalog order"),
         ("efforts", _fmt(data["allowed_reasoning_efforts"])), ("modalities", _fmt(data["allowed_modalities"])),
-        ("verbosity", _fmt(data["allowed_verbosities"])), ("tier", data["tier"]), ("limits", _limits(record)),
+        ("verbosity", _fmt(data["allowed_verbosities"])), ("service tiers", _fmt(data["allowed_service_tiers"])),
+        ("tier", data["tier"]), ("limits", _limits(record)),
         ("expires", data["expires_at"] or "never"), ("created", data["created_at"]),
         ("old secret valid until", data["previous_secret_valid_until"]),
     ):
@@ -150,7 +176,7 @@ def create(
     rpm: RpmOpt = None, rpd: RpdOpt = None, tpm: TpmOpt = None, tpd: TpdOpt = None,
     max_concurrency: ConcOpt = None, budget_usd: BudgetOpt = None, budget_period: PeriodOpt = None,
     efforts: EffortsOpt = None, modalities: ModalitiesOpt = None, verbosity: VerbosityOpt = None,
-    priority: PriorityOpt = None, tier: TierOpt = None, expires: ExpiresOpt = None,
+    service_tiers: TiersOpt = None, priority: PriorityOpt = None, tier: TierOpt = None, expires: ExpiresOpt = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it switched off.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -158,15 +184,21 @@ def create(
     if models is None:
         fail("--models is required: list the models the key may call, e.g. --models 'gpt-5*,o3', "
              "or allow every model with --models '*'")
-    policy = Policy(
-        allowed_models=_models(models),
-        allowed_reasoning_efforts=parse_list(efforts), allowed_modalities=parse_list(modalities),
-        allowed_verbosities=parse_list(verbosity), priority_rules=parse_list(priority) or (),
-        tier=tier or 0,
-        quotas=_quotas(rpm, rpd, tpm, tpd, max_concurrency, budget_usd, budget_period),
-    )
+    spec: dict[str, Any] = {"name": name, **_policy_changes(models, efforts, modalities, verbosity, service_tiers,
+                                                            priority, tier)}
+    quotas = _quota_changes(rpm, rpd, tpm, tpd, max_concurrency, budget_usd, budget_period)
+    if quotas:
+        spec["quotas"] = quotas
     expires_at = parse_expiry(expires)
-    record, token = _session(lambda store: store.create(name, policy, expires_at=expires_at, disabled=disabled))
+    if expires_at is not None:
+        spec["expires_at"] = expires_at
+    spec["disabled"] = disabled
+
+    async def action(s: Session) -> tuple[KeyRecord, str]:
+        return await s.service.create_key(spec, s.trail)
+
+    record, token = session(action, writes=True)
+    _warn_unmatched(spec["allowed_models"])
     _print_token(record, token, as_json, "created")
 
 
@@ -176,7 +208,13 @@ def list_keys(
     as_json: JsonFlag = False,
 ) -> None:
     """List keys (never their secrets)."""
-    records = _session(lambda store: store.list(include_revoked=include_revoked), changes=False)
+
+    async def action(s: Session) -> list[KeyRecord]:
+        from keys import KeyStore
+
+        return await KeyStore(s.engine).list(include_revoked=include_revoked)
+
+    records = session(action)
     now = time.time()
     if as_json:
         emit_json([r.public(now) for r in records])
@@ -194,7 +232,11 @@ def list_keys(
 @keys_app.command("show")
 def show(ref: Ref, as_json: JsonFlag = False) -> None:
     """Show one key's policy and status."""
-    _report(_session(lambda store: store.get(ref), changes=False), as_json)
+
+    async def action(s: Session) -> KeyRecord:
+        return await s.service.get_key(ref)
+
+    _report(session(action), as_json)
 
 
 @keys_app.command("update")
@@ -204,45 +246,53 @@ def update(
     rpm: RpmOpt = None, rpd: RpdOpt = None, tpm: TpmOpt = None, tpd: TpdOpt = None,
     max_concurrency: ConcOpt = None, budget_usd: BudgetOpt = None, budget_period: PeriodOpt = None,
     efforts: EffortsOpt = None, modalities: ModalitiesOpt = None, verbosity: VerbosityOpt = None,
-    priority: PriorityOpt = None, tier: TierOpt = None, expires: ExpiresOpt = None,
+    service_tiers: TiersOpt = None, priority: PriorityOpt = None, tier: TierOpt = None, expires: ExpiresOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Rename the key.")] = None,
     enable: Annotated[bool | None, typer.Option("--enable/--disable", help="Switch the key on or off.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change a key's policy; only the flags given change. Every serving process sees it within 2 s."""
+    changes = _policy_changes(models, efforts, modalities, verbosity, service_tiers, priority, tier)
+    quotas = _quota_changes(rpm, rpd, tpm, tpd, max_concurrency, budget_usd, budget_period)
+    if quotas:
+        changes["quotas"] = quotas
+    if expires is not None:
+        changes["expires_at"] = parse_expiry(expires)
+    if name is not None:
+        changes["name"] = name
+    if enable is not None:
+        changes["disabled"] = not enable
+    if not changes:
+        fail("nothing to change: give at least one flag, such as --rpm 60 (see: poolgate keys update --help)")
 
-    quota_flags = (rpm, rpd, tpm, tpd, max_concurrency, budget_usd, budget_period)
-    expires_at = parse_expiry(expires) if expires is not None else None
+    async def action(s: Session) -> KeyRecord:
+        return await s.service.update_key(ref, changes, s.trail)
 
-    def change(p: Policy) -> Policy:
-        """Applied to the stored policy inside the write transaction: flags not given keep their value."""
-        return Policy(
-            allowed_models=_models(models) if models is not None else p.allowed_models,
-            allowed_reasoning_efforts=parse_list(efforts) if efforts is not None else p.allowed_reasoning_efforts,
-            allowed_modalities=parse_list(modalities) if modalities is not None else p.allowed_modalities,
-            allowed_verbosities=parse_list(verbosity) if verbosity is not None else p.allowed_verbosities,
-            priority_rules=(parse_list(priority) or ()) if priority is not None else p.priority_rules,
-            tier=tier if tier is not None else p.tier,
-            quotas=_quotas(*quota_flags, base=p.quotas),
-        )
-
-    async def action(store: KeyStore) -> KeyRecord:
-        disabled = None if enable is None else not enable
-        if expires is None:
-            return await store.update(ref, policy=change, name=name, disabled=disabled)
-        return await store.update(ref, policy=change, name=name, disabled=disabled, expires_at=expires_at)
-
-    _report(_session(action), as_json, title="key updated")
+    record = session(action, writes=True)
+    if models is not None:
+        _warn_unmatched(changes["allowed_models"])
+    _report(record, as_json, title="key updated")
 
 
 @keys_app.command("revoke")
 def revoke(ref: Ref, as_json: JsonFlag = False) -> None:
     """Revoke a key for good; every serving process refuses it within 2 s."""
-    record = _session(lambda store: store.revoke(ref))
+
+    async def action(s: Session) -> tuple[KeyRecord, bool]:
+        try:
+            return await s.service.revoke_key(ref, s.trail), True
+        except KeyAlreadyRevoked as exc:
+            return exc.record, False
+
+    record, changed = session(action, writes=True)
     if as_json:
         emit_json(record.public(time.time()))
+    elif changed:
+        console.print(f"revoked key {record.id} ({record.name})", highlight=False)
     else:
-        console.print(f"revoked key {record.id} ({record.name})")
+        revoked = record.public(time.time())["revoked_at"]
+        err_console.print(f"key {record.id} ({record.name}) was already revoked at {revoked}; nothing changed",
+                          highlight=False)
 
 
 @keys_app.command("rotate")
@@ -254,5 +304,9 @@ def rotate(
 ) -> None:
     """Give a key a new secret (same id and policy) and print it once."""
     grace_seconds = parse_duration(grace, "grace") if grace else 0.0
-    record, token = _session(lambda store: store.rotate(ref, grace_seconds=grace_seconds))
+
+    async def action(s: Session) -> tuple[KeyRecord, str]:
+        return await s.service.rotate_key(ref, s.trail, grace_seconds=grace_seconds)
+
+    record, token = session(action, writes=True)
     _print_token(record, token, as_json, "rotated")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import aiohttp
 import typer
 from rich.table import Table
 
-from app.cli._common import console, emit_json, fail, run, settings, store_session
-from app.crypto import Vault, generate_key
-from app.pool import UpstreamRecord, UpstreamStore, parse_routes
+from app.admin import probe_models
+from app.cli._common import Session, console, emit_json, fail, session, warn
+from app.crypto import generate_key
+from app.pool import UpstreamRecord, UpstreamStore
 
 __all__ = ["secrets_app", "upstreams_app"]
 
-T = TypeVar("T")
 upstreams_app = typer.Typer(help="Manage the upstream accounts requests are relayed to.", no_args_is_help=True)
 secrets_app = typer.Typer(help="Encryption keys for stored upstream credentials.", no_args_is_help=True)
 
@@ -36,11 +33,7 @@ TierOpt = Annotated[int | None, typer.Option(
     "--tier", help="Priority tier: 0 is used first, higher tiers as fallback.")]
 ConcOpt = Annotated[int | None, typer.Option(
     "--max-concurrency", help="Requests in flight at once (default unlimited; 0 = unlimited).")]
-
-
-def _session(action: Callable[[UpstreamStore], Awaitable[T]], *, changes: bool = True) -> T:
-    return store_session(lambda config, engine: UpstreamStore(engine, Vault.from_settings(config)), action,
-                         announces="upstreams" if changes else None)
+PROBE_TIMEOUT = 3.0
 
 
 def _credential(env_name: str | None, from_stdin: bool) -> str | None:
@@ -71,6 +64,20 @@ def _report(record: UpstreamRecord, as_json: bool, verb: str) -> None:
                   f"{'' if data['enabled'] else ', disabled'}", highlight=False)
 
 
+async def _check_base_url(base_url: str, headers: dict[str, str]) -> None:
+    """A base URL without its ``/v1`` answers nothing useful: warn when ``/models`` fails and ``/v1/models`` answers."""
+    url = base_url.rstrip("/")
+    if url.endswith("/v1"):
+        return
+    here = await probe_models(url, headers, PROBE_TIMEOUT)
+    if here["ok"]:
+        return
+    there = await probe_models(url + "/v1", headers, PROBE_TIMEOUT)
+    if there["ok"]:
+        warn(f"{url}/models does not answer but {url}/v1/models does: the base URL probably needs /v1 "
+             f"(poolgate upstreams update NAME --base-url {url}/v1)")
+
+
 @upstreams_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="A unique name for the account, e.g. acct-1.")],
@@ -85,18 +92,27 @@ def add(
         fail("--base-url is required, e.g. --base-url https://api.openai.com/v1")
     if models is None:
         fail("--models is required: the models this account serves, e.g. --models 'gpt-5*,o3'")
-    routes = parse_routes(models)
     credential = _credential(api_key_env, api_key_stdin)
-    record = _session(lambda store: store.add(
-        name, base_url, routes, credential=credential, weight=1.0 if weight is None else weight,
-        tier=tier or 0, max_concurrency=max_concurrency or None, enabled=not disabled))
-    _report(record, as_json, "added")
+    spec: dict[str, Any] = {"name": name, "base_url": base_url, "models": models, "api_key": credential,
+                            "weight": 1.0 if weight is None else weight, "tier": tier or 0,
+                            "max_concurrency": max_concurrency or None, "enabled": not disabled}
+
+    async def action(s: Session) -> UpstreamRecord:
+        record = await s.service.create_upstream(spec, s.trail)
+        await _check_base_url(record.base_url, {"authorization": f"Bearer {credential}"} if credential else {})
+        return record
+
+    _report(session(action, writes=True), as_json, "added")
 
 
 @upstreams_app.command("list")
 def list_upstreams(as_json: JsonFlag = False) -> None:
     """List upstream accounts (never their credentials)."""
-    records = _session(lambda store: store.list(), changes=False)
+
+    async def action(s: Session) -> list[UpstreamRecord]:
+        return await s.service.list_upstreams()
+
+    records = session(action)
     if as_json:
         emit_json([r.public() for r in records])
         return
@@ -113,7 +129,11 @@ def list_upstreams(as_json: JsonFlag = False) -> None:
 @upstreams_app.command("show")
 def show(ref: Ref, as_json: JsonFlag = False) -> None:
     """Show one upstream account."""
-    _report(_session(lambda store: store.get(ref), changes=False), as_json, "")
+
+    async def action(s: Session) -> UpstreamRecord:
+        return await s.service.get_upstream(ref)
+
+    _report(session(action), as_json, "")
 
 
 @upstreams_app.command("update")
@@ -127,65 +147,60 @@ def update(
 ) -> None:
     """Change an upstream; only the flags given change. Every serving process sees it within 2 s."""
     credential = _credential(api_key_env, api_key_stdin)
-    changes: dict[str, Any] = {"name": name, "base_url": base_url, "weight": weight, "tier": tier, "enabled": enable,
-                               "routes": parse_routes(models) if models is not None else None}
+    changes: dict[str, Any] = {k: v for k, v in {
+        "name": name, "base_url": base_url, "weight": weight, "tier": tier, "enabled": enable, "models": models,
+    }.items() if v is not None}
     if credential is not None:
-        changes["credential"] = credential
+        changes["api_key"] = credential
     if max_concurrency is not None:
         changes["max_concurrency"] = max_concurrency or None  # 0 removes the limit
-    _report(_session(lambda store: store.update(ref, **changes)), as_json, "updated")
+    if not changes:
+        fail("nothing to change: give at least one flag, such as --weight 2 (see: poolgate upstreams update --help)")
+
+    async def action(s: Session) -> UpstreamRecord:
+        return await s.service.update_upstream(ref, changes, s.trail)
+
+    _report(session(action, writes=True), as_json, "updated")
 
 
 @upstreams_app.command("remove")
 def remove(ref: Ref, as_json: JsonFlag = False) -> None:
     """Remove an upstream; serving processes stop using it within 2 s."""
-    _report(_session(lambda store: store.remove(ref)), as_json, "removed")
+
+    async def action(s: Session) -> UpstreamRecord:
+        return await s.service.remove_upstream(ref, s.trail)
+
+    _report(session(action, writes=True), as_json, "removed")
 
 
 @upstreams_app.command("test")
 def probe(ref: Ref, as_json: JsonFlag = False,
           wait: Annotated[float, typer.Option("--timeout", help="Seconds to wait for an answer.")] = 10.0) -> None:
     """Probe an upstream's /models: prints the latency and the models it reports."""
-    config = settings()
-    vault = Vault.from_settings(config)
-    record = _session(lambda store: store.get(ref), changes=False)
-    headers = {}
-    if record.credential:
-        headers["authorization"] = f"Bearer {vault.decrypt(record.credential, what=f'the credential of {record.name}')}"
-    result = run(lambda: _probe(record.base_url + "/models", headers, wait))
+
+    async def action(s: Session) -> dict[str, Any]:
+        return await s.service.test_upstream(ref, wait)
+
+    result = session(action)
     if as_json:
-        emit_json({"id": record.id, "name": record.name, **result})
+        emit_json(result)
     elif result["ok"]:
-        console.print(f"{record.name}: HTTP {result['status']} in {result['latency_ms']:.0f} ms, "
+        console.print(f"{result['name']}: HTTP {result['status']} in {result['latency_ms']:.0f} ms, "
                       f"{len(result['models'])} model(s): {', '.join(result['models'][:30])}", highlight=False)
     else:
-        console.print(f"{record.name}: FAILED: {result['error']}", highlight=False)
+        console.print(f"{result['name']}: FAILED: {result['error']}", highlight=False)
     if not result["ok"]:
         raise typer.Exit(1)
-
-
-async def _probe(url: str, headers: dict[str, str], wait: float) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait)) as session, \
-                session.get(url, headers=headers) as response:
-            body = await response.json(content_type=None) if response.status == 200 else None
-            latency = (time.perf_counter() - started) * 1000
-            if response.status != 200:
-                return {"ok": False, "status": response.status, "latency_ms": latency, "models": [],
-                        "error": f"HTTP {response.status} from {url}"}
-            data = body.get("data", []) if isinstance(body, dict) else []
-            models = sorted(str(m.get("id")) for m in data if isinstance(m, dict))
-            return {"ok": True, "status": 200, "latency_ms": latency, "models": models, "error": None}
-    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
-        return {"ok": False, "status": None, "latency_ms": (time.perf_counter() - started) * 1000, "models": [],
-                "error": f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__}
 
 
 @secrets_app.command("rotate")
 def rotate(as_json: JsonFlag = False) -> None:
     """Re-encrypt every stored credential under the newest key in POOLGATE_ENCRYPTION_KEYS."""
-    count = _session(lambda store: store.reencrypt_all())
+
+    async def action(s: Session) -> int:
+        return await UpstreamStore(s.engine, s.vault).reencrypt_all()
+
+    count = session(action, writes=True)
     if as_json:
         emit_json({"reencrypted": count})
     else:

@@ -1,4 +1,4 @@
-"""``poolgate usage``: requests, tokens, cost and latency per key and model."""
+"""``poolgate usage``: requests, tokens, cost and latency per key and model, from the usage totals."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli._common import CliError, console, emit_json, fail, parse_duration, run, settings
-from app.db import create_engine, upgrade
+from app.cli._common import CliError, Session, console, emit_json, fail, parse_duration, session
 from app.usage import UsageSummary, summarize
 from keys import KeyStore
 
@@ -31,23 +30,17 @@ def usage(
     model: Annotated[str | None, typer.Option("--model", help="Only this model (exact id).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,
 ) -> None:
-    """Report requests, errors, tokens, cost and median latency per key and model (requests in flight excluded)."""
+    """Report requests, errors, tokens, cost and median latency per key and model (to the hour; requests in
+    flight excluded)."""
     start = parse_since(since)
-    config = settings()
-    upgrade(config)
 
-    async def go() -> tuple[list[UsageSummary], dict[str, str]]:
-        engine = create_engine(config)
-        try:
-            store = KeyStore(engine)
-            key_id = (await store.get(key)).id if key is not None else None
-            rows = await summarize(engine, since=start, key_id=key_id, model=model)
-            names = {record.id: record.name for record in await store.list(include_revoked=True)}
-            return rows, names
-        finally:
-            await engine.dispose()
+    async def go(s: Session) -> tuple[list[UsageSummary], dict[str, str]]:
+        store = KeyStore(s.engine)
+        key_id = (await store.get(key)).id if key is not None else None
+        rows = await summarize(s.engine, since=start, key_id=key_id, model=model)
+        return rows, await store.names()
 
-    rows, names = run(go)
+    rows, names = session(go)
     if as_json:
         emit_json(_as_json(start, rows, names))
     else:
@@ -76,30 +69,22 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment
 
 
-def _totals(rows: list[UsageSummary]) -> dict[str, Any]:
-    totals: dict[str, Any] = {name: sum(getattr(r, name) for r in rows) for name in _COUNTS}
-    totals["cost_usd"] = _money(math.fsum(r.cost_usd for r in rows))
-    return totals
-
-
 def _money(value: float) -> float:
     """Drop float noise from summing (0.30000000000000004) while keeping sub-cent precision."""
     return round(value, 10)
 
 
+def _row(r: UsageSummary, names: dict[str, str]) -> dict[str, Any]:
+    t = r.totals
+    return {"key_id": r.group["key"], "key_name": names.get(r.group["key"]), "model": r.group["model"],
+            **{name: getattr(t, name) for name in _COUNTS}, "cost_usd": _money(t.cost_usd),
+            "p50_latency_ms": None if t.latency(0.5) is None else round(t.latency(0.5) or 0.0, 1)}
+
+
 def _as_json(start: datetime, rows: list[UsageSummary], names: dict[str, str]) -> dict[str, Any]:
-    return {
-        "since": start.isoformat(),
-        "rows": [
-            {
-                "key_id": r.key_id, "key_name": names.get(r.key_id), "model": r.model,
-                **{name: getattr(r, name) for name in _COUNTS},
-                "cost_usd": _money(r.cost_usd), "p50_latency_ms": r.p50_latency_ms,
-            }
-            for r in rows
-        ],
-        "totals": _totals(rows),
-    }
+    totals: dict[str, Any] = {name: sum(getattr(r.totals, name) for r in rows) for name in _COUNTS}
+    totals["cost_usd"] = _money(math.fsum(r.totals.cost_usd for r in rows))
+    return {"since": start.isoformat(), "rows": [_row(r, names) for r in rows], "totals": totals}
 
 
 def _print_table(start: datetime, rows: list[UsageSummary], names: dict[str, str]) -> None:
@@ -113,13 +98,14 @@ def _print_table(start: datetime, rows: list[UsageSummary], names: dict[str, str
     for column in ("requests", "errors", "input tokens", "output tokens", "cost", "p50 latency (ms)"):
         table.add_column(column, justify="right")
     for r in rows:
-        name = names.get(r.key_id)
+        data = _row(r, names)
+        label = f"{data['key_id']} ({data['key_name']})" if data["key_name"] else data["key_id"]
         table.add_row(
-            escape(f"{r.key_id} ({name})" if name else r.key_id), escape(r.model), f"{r.requests:,}", f"{r.errors:,}",
-            f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"${r.cost_usd:,.4f}",
-            "-" if r.p50_latency_ms is None else f"{r.p50_latency_ms:,.0f}",
+            escape(label), escape(data["model"]), f"{data['requests']:,}", f"{data['errors']:,}",
+            f"{data['input_tokens']:,}", f"{data['output_tokens']:,}", f"${data['cost_usd']:,.4f}",
+            "-" if data["p50_latency_ms"] is None else f"{data['p50_latency_ms']:,.0f}",
         )
-    totals = _totals(rows)
+    totals = _as_json(start, rows, names)["totals"]
     table.add_section()
     table.add_row(
         "total", "", f"{totals['requests']:,}", f"{totals['errors']:,}", f"{totals['input_tokens']:,}",

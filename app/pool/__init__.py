@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from app.pool._balancer import STRATEGIES, rendezvous
-from app.pool._pool import NoUpstream, Pool, PoolExhausted
+from app.pool._pool import Lease, NoUpstream, Pool, PoolExhausted, credential_headers
 from app.pool._state import UpstreamState, parse_reset
-from app.pool._store import KINDS, ModelRoute, UpstreamNotFound, UpstreamRecord, UpstreamStore, parse_routes
+from app.pool._store import (
+    KINDS,
+    ModelRoute,
+    UpstreamAuditHook,
+    UpstreamNotFound,
+    UpstreamRecord,
+    UpstreamStore,
+    check_base_url,
+    parse_routes,
+)
 
 __all__ = [
     "KINDS",
-    "STRATEGIES",
+    "Lease",
     "ModelRoute",
     "NoUpstream",
     "Pool",
     "PoolExhausted",
+    "UpstreamAuditHook",
     "UpstreamNotFound",
     "UpstreamRecord",
     "UpstreamState",
     "UpstreamStore",
+    "check_base_url",
+    "credential_headers",
     "parse_reset",
     "parse_routes",
-    "rendezvous",
 ]

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 
 from app.pool._state import UpstreamState
 
-__all__ = ["STRATEGIES", "Strategy", "rendezvous"]
+__all__ = ["STRATEGIES", "Balancer", "Strategy", "rendezvous"]
 
 Strategy = Callable[[Sequence[UpstreamState]], UpstreamState]
-_counters: dict[tuple[str, ...], itertools.count[int]] = {}
+ROTATIONS_KEPT = 1024
 
 
 def _weighted_pick(candidates: Sequence[UpstreamState]) -> UpstreamState:
@@ -29,15 +29,6 @@ def least_inflight(candidates: Sequence[UpstreamState]) -> UpstreamState:
         return candidates[0]
     a, b = _weighted_pick(candidates), _weighted_pick(candidates)
     return a if a.inflight / a.weight <= b.inflight / b.weight else b
-
-
-def round_robin(candidates: Sequence[UpstreamState]) -> UpstreamState:
-    """In turn, per set of candidates (so models served by different sets each rotate fully)."""
-    ring = tuple(c.id for c in candidates)
-    counter = _counters.get(ring)
-    if counter is None:
-        counter = _counters[ring] = itertools.count()
-    return candidates[next(counter) % len(candidates)]
 
 
 def weighted_random(candidates: Sequence[UpstreamState]) -> UpstreamState:
@@ -72,8 +63,26 @@ def rendezvous(candidates: Sequence[UpstreamState], sticky: str) -> UpstreamStat
 
 STRATEGIES: dict[str, Strategy] = {
     "least_inflight": least_inflight,
-    "round_robin": round_robin,
     "weighted_random": weighted_random,
     "latency": latency,
     "usage": usage,
 }
+
+
+class Balancer:
+    """The strategies, and the one that needs memory: round robin keeps a turn per set of candidates
+    (so models served by different sets each rotate fully), at most ``ROTATIONS_KEPT`` sets."""
+
+    def __init__(self) -> None:
+        self._turns: dict[tuple[str, ...], itertools.count[int]] = {}
+
+    def pick(self, strategy: str, candidates: Sequence[UpstreamState]) -> UpstreamState:
+        if strategy != "round_robin":
+            return STRATEGIES[strategy](candidates)
+        ring = tuple(c.id for c in candidates)
+        turn = self._turns.get(ring)
+        if turn is None:
+            if len(self._turns) >= ROTATIONS_KEPT:  # sets come and go as upstreams cool down: forget old ones
+                self._turns.clear()
+            turn = self._turns[ring] = itertools.count()
+        return candidates[next(turn) % len(candidates)]

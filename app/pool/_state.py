@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from app._redact import Redactor
 from app.pool._store import UpstreamRecord
 from keys import Matcher
 
@@ -18,6 +19,7 @@ EJECT_BASE = 30.0  # seconds, doubling on each repeat
 EJECT_MAX = 600.0
 RECOVERED_AFTER = 20  # consecutive successes that forget past ejections
 LATENCY_ALPHA = 0.2
+MAX_COOLDOWN = 86_400.0  # an upstream asking for longer is believed for a day
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
@@ -27,14 +29,16 @@ def parse_reset(value: str | None) -> float | None:
         return None
     text = value.strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            return None
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        seconds = sum(float(n) * scale[u] for n, u in parts)
+    if not math.isfinite(seconds):
         return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
+    return min(max(0.0, seconds), MAX_COOLDOWN)
 
 
 @dataclass(eq=False, slots=True)
@@ -45,6 +49,9 @@ class UpstreamState:
     record: UpstreamRecord
     headers: dict[str, str] = field(repr=False)
     """Headers that authenticate to this upstream (the decrypted credential lives only here)."""
+    unusable: str | None = None
+    """Why this upstream cannot be used at all (its credential cannot be decrypted here), if so."""
+    redactor: Redactor = field(init=False, repr=False)
     matcher: Matcher = field(init=False, repr=False)
     renames: dict[str, str] = field(init=False, repr=False)
     inflight: int = 0
@@ -56,13 +63,17 @@ class UpstreamState:
     latency_ewma: float = 0.0
     remaining_requests: int | None = None
     limit_requests: int | None = None
+    recent_errors: list[tuple[float, str]] = field(default_factory=list, repr=False)
+    """The last few failures (wall-clock time, what happened), for the health page."""
 
     def __post_init__(self) -> None:
-        self.update(self.record, self.headers)
+        self.update(self.record, self.headers, self.unusable)
 
-    def update(self, record: UpstreamRecord, headers: dict[str, str]) -> None:
+    def update(self, record: UpstreamRecord, headers: dict[str, str], unusable: str | None = None) -> None:
         self.record = record
         self.headers = headers
+        self.unusable = unusable
+        self.redactor = Redactor(headers.get("authorization", "").removeprefix("Bearer ") or None)
         self.matcher = Matcher([route.pattern for route in record.routes])
         self.renames = {r.pattern.lower(): r.upstream_model for r in record.routes if r.upstream_model}
 
@@ -83,7 +94,7 @@ class UpstreamState:
         return self.record.tier
 
     def serves(self, names: tuple[str, ...]) -> bool:
-        return self.record.enabled and self.matcher.matches(names)
+        return self.record.enabled and self.unusable is None and self.matcher.matches(names)
 
     def upstream_model(self, names: tuple[str, ...]) -> str:
         """The name this upstream knows the model by: a rename for the id or an alias, else the id."""
@@ -121,9 +132,9 @@ class UpstreamState:
     def read_capacity(self, headers: Mapping[str, str]) -> None:
         remaining = headers.get("x-ratelimit-remaining-requests")
         limit = headers.get("x-ratelimit-limit-requests")
-        if remaining is not None and remaining.isdigit():
+        if remaining is not None and remaining.isdigit() and len(remaining) < 12:
             self.remaining_requests = int(remaining)
-        if limit is not None and limit.isdigit():
+        if limit is not None and limit.isdigit() and len(limit) < 12:
             self.limit_requests = int(limit)
 
     def rate_limited(self, headers: Mapping[str, str], now: float) -> float:
@@ -136,12 +147,14 @@ class UpstreamState:
             wait = min(known) if known else 1.0
         self.cooldown_until = max(self.cooldown_until, now + wait)
         self.remaining_requests = 0
+        self.note("rate-limited (429)")
         return wait
 
-    def failed(self, now: float, may_eject: bool) -> bool:
+    def failed(self, now: float, may_eject: bool, what: str = "failed") -> bool:
         """A 5xx, a timeout or a connection failure; returns True when this ejected the upstream."""
         self.failures += 1
         self.successes = 0
+        self.note(what)
         if self.failures < EJECT_AFTER or not may_eject:
             return False
         seconds = min(EJECT_MAX, EJECT_BASE * math.pow(2, self.ejections))
@@ -150,12 +163,20 @@ class UpstreamState:
         self.ejected_until = now + seconds
         return True
 
+    def note(self, what: str) -> None:
+        errors = self.recent_errors
+        errors.append((time.time(), what))
+        if len(errors) > 10:
+            del errors[0]
+
     def snapshot(self, now: float | None = None) -> dict[str, object]:
         now = time.monotonic() if now is None else now
         return {
             "id": self.id, "name": self.name, "tier": self.tier, "weight": self.weight, "inflight": self.inflight,
+            "enabled": self.record.enabled, "usable": self.unusable is None, "unusable_reason": self.unusable,
             "cooling_down_s": round(max(0.0, self.cooldown_until - now), 3),
             "ejected_s": round(max(0.0, self.ejected_until - now), 3),
             "consecutive_failures": self.failures, "latency_ewma_ms": round(self.latency_ewma * 1000, 2),
             "remaining_requests": self.remaining_requests,
+            "recent_errors": [{"at": round(at, 3), "what": what} for at, what in self.recent_errors],
         }

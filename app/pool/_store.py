@@ -11,22 +11,45 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import Row, Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.crypto import Vault
+from app._db import MetaRow, bump_counter, read_counter, read_meta, write_meta, write_transaction
+from app.crypto import Vault, VaultError
 from app.pool._table import UpstreamRow
-from keys import StoreError, bump_counter, read_counter, validate_pattern, write_transaction
+from keys import StoreError, validate_pattern
 
-__all__ = ["KINDS", "ModelRoute", "UpstreamNotFound", "UpstreamRecord", "UpstreamStore", "parse_routes"]
+__all__ = [
+    "KINDS",
+    "ModelRoute",
+    "UpstreamAuditHook",
+    "UpstreamNotFound",
+    "UpstreamRecord",
+    "UpstreamStore",
+    "check_base_url",
+    "parse_routes",
+]
+
+VAULT_CHECK = "vault_check"
+"""A meta row encrypted with the keys in use, so a process with other keys is found out before it
+writes a credential the servers cannot read."""
+_CHECK_TEXT = "poolgate vault check"
 
 UPSTREAMS: Table = UpstreamRow.__table__  # type: ignore[attr-defined]
+META: Table = MetaRow.__table__  # type: ignore[attr-defined]
 KINDS = ("openai",)
 _UNSET: Any = object()
+
+
+class UpstreamAuditHook(Protocol):
+    """Records a change inside the transaction that makes it (the admin layer's audit log)."""
+
+    async def __call__(self, conn: AsyncConnection, action: str, before: UpstreamRecord | None,
+                       after: UpstreamRecord) -> None: ...
 
 
 class UpstreamNotFound(StoreError):
@@ -137,9 +160,10 @@ def _check(name: str | None = None, weight: float | None = None, tier: int | Non
 
 
 class UpstreamStore:
-    def __init__(self, engine: AsyncEngine, vault: Vault) -> None:
+    def __init__(self, engine: AsyncEngine, vault: Vault, audit: UpstreamAuditHook | None = None) -> None:
         self.engine = engine
         self.vault = vault
+        self.audit = audit
 
     async def _find(self, conn: AsyncConnection, ref: str, *, lock: bool = False) -> UpstreamRecord:
         """A live upstream by id, else by name; ``lock`` holds its row until the transaction ends
@@ -154,6 +178,30 @@ class UpstreamStore:
             raise UpstreamNotFound(ref)
         return _record(row)
 
+    async def check_vault(self, conn: AsyncConnection | None = None) -> None:
+        """Refuse, in one line, keys that cannot read what the servers stored; the first credential
+        ever stored leaves the check value (inside ``conn``'s write transaction, when given)."""
+        if conn is None:
+            stored = await read_meta(self.engine, VAULT_CHECK)
+        else:
+            stored = (await conn.execute(select(META.c.value).where(META.c.name == VAULT_CHECK))).scalar()
+        if stored is None:
+            if conn is not None:
+                await write_meta(conn, VAULT_CHECK, self.vault.encrypt(_CHECK_TEXT))
+            return
+        try:
+            self.vault.decrypt(stored, what="the database's encryption check value")
+        except VaultError:
+            raise VaultError(
+                "the encryption keys set here cannot read the credentials this database holds: set "
+                "POOLGATE_ENCRYPTION_KEYS (or the data directory's encryption.key) to what the servers use"
+            ) from None
+
+    async def _audit(self, conn: AsyncConnection, action: str, before: UpstreamRecord | None,
+                     after: UpstreamRecord) -> None:
+        if self.audit is not None:
+            await self.audit(conn, action, before, after)
+
     async def add(
         self, name: str, base_url: str, routes: Sequence[ModelRoute], *, credential: str | None = None,
         weight: float = 1.0, tier: int = 0, max_concurrency: int | None = None, enabled: bool = True,
@@ -163,6 +211,8 @@ class UpstreamStore:
         upstream_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10))
         now = datetime.now(UTC)
         async with write_transaction(self.engine) as conn:
+            if credential:
+                await self.check_vault(conn)
             revision = await bump_counter(conn, "upstreams")
             try:
                 await conn.execute(UPSTREAMS.insert().values(
@@ -174,7 +224,9 @@ class UpstreamStore:
                 ))
             except IntegrityError:
                 raise StoreError(f"an upstream named {name!r} already exists; choose another name") from None
-            return await self._find(conn, upstream_id)
+            record = await self._find(conn, upstream_id)
+            await self._audit(conn, "upstream.create", None, record)
+            return record
 
     async def update(
         self, ref: str, *, name: str | None = None, base_url: str | None = None,
@@ -196,13 +248,18 @@ class UpstreamStore:
                 values[field_name] = value
         if max_concurrency is not _UNSET:
             values["max_concurrency"] = max_concurrency
-        return await self._change(ref, values)
+        if not values:
+            raise StoreError("nothing to change: give at least one field to update")
+        return await self._change(ref, values, "upstream.update", check_vault=bool(values.get("credential")))
 
     async def remove(self, ref: str) -> UpstreamRecord:
-        return await self._change(ref, {"removed_at": datetime.now(UTC)})
+        return await self._change(ref, {"removed_at": datetime.now(UTC)}, "upstream.remove")
 
-    async def _change(self, ref: str, values: dict[str, Any]) -> UpstreamRecord:
+    async def _change(self, ref: str, values: dict[str, Any], action: str, *,
+                      check_vault: bool = False) -> UpstreamRecord:
         async with write_transaction(self.engine) as conn:
+            if check_vault:
+                await self.check_vault(conn)
             current = await self._find(conn, ref, lock=True)
             values["revision"] = await bump_counter(conn, "upstreams")
             values["updated_at"] = datetime.now(UTC)
@@ -211,7 +268,9 @@ class UpstreamStore:
             except IntegrityError:
                 raise StoreError(f"an upstream named {values.get('name')!r} already exists") from None
             row = (await conn.execute(select(UPSTREAMS).where(UPSTREAMS.c.id == current.id))).one()
-            return _record(row)
+            record = _record(row)
+            await self._audit(conn, action, current, record)
+            return record
 
     async def get(self, ref: str) -> UpstreamRecord:
         async with self.engine.connect() as conn:
@@ -226,7 +285,7 @@ class UpstreamStore:
         return await read_counter(self.engine, "upstreams")
 
     async def reencrypt_all(self) -> int:
-        """Re-encrypt every stored credential under the newest key; returns how many changed."""
+        """Re-encrypt every stored credential (and the check value) under the newest key; returns how many."""
         async with write_transaction(self.engine) as conn:
             rows = (await conn.execute(select(UPSTREAMS.c.id, UPSTREAMS.c.credential)
                                        .where(UPSTREAMS.c.credential.is_not(None)).with_for_update())).all()
@@ -235,4 +294,7 @@ class UpstreamStore:
             for row in rows:
                 await conn.execute(update(UPSTREAMS).where(UPSTREAMS.c.id == row.id).values(
                     credential=self.vault.rotate(row.credential), revision=revision))
+            stored = (await conn.execute(select(META.c.value).where(META.c.name == VAULT_CHECK))).scalar()
+            check = self.vault.rotate(stored) if stored else self.vault.encrypt(_CHECK_TEXT)
+            await write_meta(conn, VAULT_CHECK, check)
         return len(rows)

@@ -1,21 +1,42 @@
-"""Relaying requests to the pool: request checks, retries, streaming, usage capture."""
+"""Relaying requests to the pool: request checks, the upstream transport, retries, streaming, accounting."""
 
 from __future__ import annotations
 
-from app.proxy._relay import Outcome, Relay, RetryBudget
+from app.proxy._exchange import Exchange, Reply, new_request_id
+from app.proxy._relay import Relay, RetryBudget
 from app.proxy._request import ClientRequest, parse_request
-from app.proxy._service import CLIENT_CLOSED, ProxyService
-from app.proxy._usage import StreamUsage, Usage, usage_from_body
+from app.proxy._service import CLIENT_CLOSED, ProxyService, cost_usd
+from app.proxy._transport import (
+    AiohttpTransport,
+    ConnectFailed,
+    MockResponse,
+    MockTransport,
+    ReadFailed,
+    Transport,
+    TransportError,
+    UpstreamTimedOut,
+)
+from app.proxy._usage import Usage, read_answer
 
 __all__ = [
     "CLIENT_CLOSED",
+    "AiohttpTransport",
     "ClientRequest",
-    "Outcome",
+    "ConnectFailed",
+    "Exchange",
+    "MockResponse",
+    "MockTransport",
     "ProxyService",
+    "ReadFailed",
     "Relay",
+    "Reply",
     "RetryBudget",
-    "StreamUsage",
+    "Transport",
+    "TransportError",
+    "UpstreamTimedOut",
     "Usage",
+    "cost_usd",
+    "new_request_id",
     "parse_request",
-    "usage_from_body",
+    "read_answer",
 ]

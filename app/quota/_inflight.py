@@ -13,12 +13,12 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
-from app.quota._resp import RedisLink, RedisUnavailable, Script
+from app._redis import RedisLink, RedisUnavailable, Script
 from app.quota._windows import STORE_TIMEOUT, QuotaStoreUnavailable
 
-__all__ = ["LocalInflight", "SharedInflight"]
+__all__ = ["InFlight", "LocalInflight", "SharedInflight"]
 
 log = logging.getLogger("poolgate.quota")
 
@@ -45,6 +45,20 @@ end
 return 1
 """)
 _COUNT = Script(_NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')")
+
+
+class InFlight(Protocol):
+    """A key's requests in flight: counted here, or across replicas in Redis."""
+
+    async def acquire(self, key_id: str, limit: int) -> str | None:
+        """A place, as a token to give back, or None when the key is at its limit."""
+        ...
+
+    async def release(self, key_id: str, token: str) -> None: ...
+
+    async def count(self, key_id: str) -> int: ...
+
+    async def close(self) -> None: ...
 
 
 class LocalInflight:

@@ -5,10 +5,12 @@ before anything else. Before the upstream call it reserves an estimate of its to
 in the token windows, one place among the key's requests in flight, and is checked
 against its spend budget; after the call the reservation settles to the real usage.
 Answers carry OpenAI's ``x-ratelimit-*`` headers for the window closest to running
-out; a refusal carries ``Retry-After`` exact to when that window frees enough.
+out; a refusal carries ``Retry-After`` exact to when that window frees enough, or, when
+waiting cannot help within a minute, ``x-should-retry: false``.
 
 The windows are sliding window counters (see ``_windows``): in this process for
-``memory://``, in Redis through the ``limits`` library for anything else.
+``memory://``, in Redis (one Lua script per step) for ``redis://``, and through the
+``limits`` library for Sentinel and Cluster URLs.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from limits.aio.storage import Storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
+from app._redis import RedisAddress, RedisLink, plain_redis_url
 from app.errors import RateLimitError, ServiceUnavailableError
 from app.quota._budget import BudgetBook, period_bounds
 from app.quota._headers import format_reset
-from app.quota._inflight import LocalInflight, SharedInflight
-from app.quota._resp import RedisAddress, RedisLink, plain_redis_url
-from app.quota._windows import LimitsWindows, MemoryWindows, QuotaStoreUnavailable, RedisWindows, Window
+from app.quota._inflight import InFlight, LocalInflight, SharedInflight
+from app.quota._windows import LimitsWindows, MemoryWindows, QuotaStoreUnavailable, RedisWindows, Window, Windows
 from app.settings import SettingsError
 from keys import KeyRecord
 
-__all__ = ["QuotaService", "Reservation"]
+__all__ = ["QuotaService", "Reservation", "format_usd"]
 
 log = logging.getLogger("poolgate.quota")
 
@@ -53,21 +55,25 @@ class Reservation:
 
 
 class QuotaService:
-    def __init__(self, url: str, fail_open: bool = False) -> None:
+    def __init__(self, url: str, fail_open: bool = False, *,
+                 on_reject: Callable[[str, str], None] | None = None,
+                 windows: Windows | None = None, in_flight: InFlight | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.fail_open = fail_open
         """When the shared store is away: serve without quotas (True) or answer 503 (False, the default)."""
         self._last_outage_log = 0.0
-        self.windows: MemoryWindows | RedisWindows | LimitsWindows
-        self.in_flight: LocalInflight | SharedInflight
-        if url.startswith("memory://"):
-            self.windows, self.in_flight = MemoryWindows(), LocalInflight()
+        self._on_reject = on_reject
+        """Called with (key id, kind) for every refusal (the metrics count them)."""
+        if windows is not None and in_flight is not None:
+            self.windows, self.in_flight = windows, in_flight
+        elif url.startswith("memory://"):
+            self.windows, self.in_flight = MemoryWindows(clock), LocalInflight()
         elif plain_redis_url(url) is not None:
             self.windows, self.in_flight = RedisWindows(url), SharedInflight(url)
         else:  # Sentinel and Cluster: the limits library's storage; requests in flight per process
             self.windows, self.in_flight = LimitsWindows(self._storage(url)), LocalInflight()
             log.warning("with %s limits, --max-concurrency counts per process", url.split("://", 1)[0])
         self.budgets = BudgetBook()
-        self.on_reject: Callable[[str, str], None] | None = None
 
     @staticmethod
     def _storage(url: str) -> Storage:
@@ -116,10 +122,17 @@ class QuotaService:
                     key: KeyRecord) -> dict[str, str] | None:
         """The headers of the tightest window; None when the store is away and quotas fail open."""
         try:
-            return await self._take_all(name, windows, cost, kind, key)
+            taken = await self.windows.take_all(name, windows, cost)
         except QuotaStoreUnavailable as exc:
             self._store_away(exc)
             return None
+        binding = taken[0]
+        for position, window in enumerate(taken):
+            if not window.allowed:
+                self._refuse(key, kind, window, windows[position][1])
+            if window.remaining < binding.remaining:
+                binding = window
+        return _headers(binding, kind)
 
     def _store_away(self, exc: QuotaStoreUnavailable) -> None:
         """Redis is away: a clear 503 that says so, or (fail-open) no quotas until it is back."""
@@ -135,18 +148,6 @@ class QuotaService:
                 code="quota_store_unavailable", headers={"retry-after": "1"},
             ) from None
 
-    async def _take_all(self, name: str, windows: list[tuple[int, int]], cost: int, kind: str,
-                        key: KeyRecord) -> dict[str, str]:
-        """Take from every window, or from none: a refusal by one leaves the others as they were."""
-        taken = await self.windows.take_all(name, windows, cost)
-        binding = taken[0]
-        for position, window in enumerate(taken):
-            if not window.allowed:
-                self._refuse(key, kind, window, windows[position][1])
-            if window.remaining < binding.remaining:
-                binding = window
-        return _headers(binding, kind)
-
     def _refuse(self, key: KeyRecord, kind: str, window: Window, period: int) -> NoReturn:
         self.rejected(key, kind)
         per = "minute" if period == MINUTE else "day"
@@ -159,8 +160,10 @@ class QuotaService:
     async def take_request(self, key: KeyRecord) -> dict[str, str]:
         """Count one request against the key; its headers, or RateLimitError when over quota."""
         quotas = key.policy.quotas
+        if quotas.rpm is None and quotas.rpd is None:
+            return {}
         windows = [(limit, period) for limit, period in ((quotas.rpm, MINUTE), (quotas.rpd, DAY)) if limit]
-        return (await self._take(f"REQ:{key.id}", windows, 1, "requests", key) or {}) if windows else {}
+        return await self._take(f"REQ:{key.id}", windows, 1, "requests", key) or {}
 
     async def reserve(self, key: KeyRecord, estimate: int) -> tuple[Reservation, dict[str, str]]:
         """Before the upstream call: the spend budget, a place in flight, the token estimate."""
@@ -171,7 +174,8 @@ class QuotaService:
                 _, end = period_bounds(quotas.budget_period, moment)
                 self.rejected(key, "budget")
                 raise RateLimitError(
-                    f"This API key has used its budget of ${quotas.budget_usd:g} for this {quotas.budget_period}.",
+                    f"This API key has used its budget of {format_usd(quotas.budget_usd)} "
+                    f"for this {quotas.budget_period}.",
                     retry_after=(end - moment).total_seconds(), code="insufficient_quota", retryable=False,
                 )
         slot = None
@@ -188,9 +192,9 @@ class QuotaService:
                         retry_after=1,
                     )
         reservation = Reservation(key, 0, slot)
-        windows = [(limit, period) for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)) if limit]
-        if not windows:
+        if quotas.tpm is None and quotas.tpd is None:
             return reservation, {}
+        windows = [(limit, period) for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)) if limit]
         try:
             for limit, period in windows:
                 if estimate > limit:  # can never fit: refuse at once, as OpenAI does
@@ -198,7 +202,7 @@ class QuotaService:
                     raise RateLimitError(
                         f"Request too large for this key: about {estimate} tokens, limit {limit} per "
                         f"{'minute' if period == MINUTE else 'day'}. Send less input or a lower max_tokens.",
-                        retry_after=period, headers=_headers(Window(False, limit, 0, period), "tokens"),
+                        retry_after=period, headers=_headers(Window(False, limit, 0, period, period), "tokens"),
                         retryable=False,
                     )
             headers = await self._take(f"TOK:{key.id}", windows, estimate, "tokens", key)
@@ -222,19 +226,17 @@ class QuotaService:
         if cost_usd and quotas.budget_period is not None:
             self.budgets.add(key.id, quotas.budget_period, cost_usd, datetime.now(UTC))
         delta = actual_tokens - reservation.tokens
-        if not delta:
+        if not delta or (quotas.tpm is None and quotas.tpd is None):
             return
         windows = [(limit, period) for limit, period in ((quotas.tpm, MINUTE), (quotas.tpd, DAY)) if limit]
-        if not windows:
-            return
         try:  # a refund (negative) or an overrun, recorded either way
             await self.windows.take_all(f"TOK:{key.id}", windows, delta, force=True)
         except QuotaStoreUnavailable as exc:  # the answer is already on its way; only the count is lost
             log.warning("could not settle %d tokens for key %s: %s", delta, key.id, exc)
 
     def rejected(self, key: KeyRecord, kind: str) -> None:
-        if self.on_reject is not None:
-            self.on_reject(key.id, kind)
+        if self._on_reject is not None:
+            self._on_reject(key.id, kind)
 
     async def inflight(self, key_id: str) -> int:
         """The key's requests in flight: in this process, or across replicas with Redis."""
@@ -249,10 +251,17 @@ class QuotaService:
         await self.in_flight.close()
 
 
+def format_usd(amount: float) -> str:
+    """Dollars as people write them: $20, $12.50, $0.000001 (never 1e-06)."""
+    if amount == int(amount):
+        return f"${int(amount):,}"
+    text = f"{amount:.6f}".rstrip("0")
+    return "$" + (text + "0" if text.endswith(".") or len(text.split(".")[1]) == 1 else text)
+
+
 def _headers(window: Window, kind: str) -> dict[str, str]:
     return {
         f"x-ratelimit-limit-{kind}": str(window.limit),
         f"x-ratelimit-remaining-{kind}": str(window.remaining),
-        f"x-ratelimit-reset-{kind}": format_reset(window.reset_in),
+        f"x-ratelimit-reset-{kind}": format_reset(window.whole_in),
     }
-

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,9 +25,9 @@ from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from app.quota._resp import RedisLink, RedisUnavailable, Script
+from app._redis import RedisLink, RedisUnavailable, Script
 
-__all__ = ["LimitsWindows", "MemoryWindows", "QuotaStoreUnavailable", "RedisWindows", "Window"]
+__all__ = ["LimitsWindows", "MemoryWindows", "QuotaStoreUnavailable", "RedisWindows", "Window", "Windows"]
 
 STORE_TIMEOUT = 1.0  # seconds for one quota step in Redis before the store counts as away
 
@@ -44,7 +44,20 @@ class Window(NamedTuple):
     limit: int
     remaining: int
     reset_in: float
-    """Seconds until a hit of the same cost would fit (0 when it fits now)."""
+    """Seconds until a hit of the same cost would fit (0 when it fits now): a refusal's Retry-After."""
+    whole_in: float = 0.0
+    """Seconds until the window is whole again (nothing counted): ``x-ratelimit-reset-*``, as OpenAI means it."""
+
+
+class Windows(Protocol):
+    """Where a key's sliding windows live: this process, or Redis for every replica."""
+
+    async def take_all(self, name: str, windows: list[tuple[int, int]], cost: int,
+                       force: bool = False) -> list[Window]:
+        """Take ``cost`` from every ``(limit, period)`` window, or from none (``force`` takes regardless)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class MemoryWindows:
@@ -90,7 +103,8 @@ class MemoryWindows:
                     self._sweep_later()
                 written.append(counter)  # once per counter and window
         remaining = max(0, limit - math.floor(weighted))
-        return Window(fits, limit, remaining, _wait(limit, cost, period, into, current, previous))
+        return Window(fits, limit, remaining, _wait(limit, cost, period, into, current, previous),
+                      _until_whole(period, into, current, previous))
 
     async def take_all(self, name: str, windows: list[tuple[int, int]], cost: int,
                        force: bool = False) -> list[Window]:
@@ -158,6 +172,15 @@ def _wait(limit: int, cost: int, period: int, into: float, current: int, previou
     return (period - into) + max(0.0, moment) + 0.001
 
 
+def _until_whole(period: int, into: float, current: int, previous: int) -> float:
+    """Seconds until nothing counts in the window any more (the weighted count drops below one)."""
+    if current >= 1:  # only once this window is the previous one, and its weight has faded enough
+        return (period - into) + period * (1 - 1 / current)
+    if previous >= 1:
+        return max(0.0, period * (1 - 1 / previous) - into)
+    return 0.0
+
+
 @lru_cache(maxsize=4096)
 def _item(amount: int, period: int, namespace: str) -> RateLimitItem:
     cls = RateLimitItemPerMinute if period == 60 else RateLimitItemPerDay
@@ -201,7 +224,8 @@ class LimitsWindows:
             if not fits and force:  # settling an overrun: record what was used even past the limit
                 await limiter.hit(item, ident, cost=min(cost, limit))
         stats = await limiter.get_window_stats(item, ident)
-        return Window(fits, limit, stats.remaining, max(0.0, stats.reset_time - time.time()))
+        reset = max(0.0, stats.reset_time - time.time())
+        return Window(fits, limit, stats.remaining, reset, reset)
 
     async def close(self) -> None:
         return None
@@ -264,7 +288,7 @@ class RedisWindows:
             allowed = fits or force or math.floor(weighted) + cost <= limit
             remaining = max(0, limit - math.floor(weighted))
             reset = _wait(limit, cost, period, into, current, previous)
-            out.append(Window(allowed, limit, remaining, reset))
+            out.append(Window(allowed, limit, remaining, reset, _until_whole(period, into, current, previous)))
         return out
 
     async def close(self) -> None:

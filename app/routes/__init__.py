@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from app.routes.health import healthz, readyz
+from typing import Any
+
+from app.routes.admin_api import admin_api_router
+from app.routes.health import healthz, metrics, readyz
 from app.routes.models import list_models, retrieve_model
-from app.routes.openai import chat_completions, embeddings, responses, responses_websocket
-from app.routes.usage import key_usage, metrics
+from app.routes.openai import RELAY_ROUTES
+from app.routes.usage import key_usage
+from app.settings import Settings
 
-__all__ = [
-    "ROUTES",
-    "chat_completions",
-    "embeddings",
-    "healthz",
-    "key_usage",
-    "list_models",
-    "metrics",
-    "readyz",
-    "responses",
-    "responses_websocket",
-    "retrieve_model",
-]
+__all__ = ["route_handlers"]
 
-ROUTES = [
-    list_models, retrieve_model, chat_completions, responses, responses_websocket, embeddings,
-    key_usage, healthz, readyz, metrics,
-]
+
+def route_handlers(settings: Settings) -> list[Any]:
+    from app.web import web_handlers
+
+    return [
+        *RELAY_ROUTES, list_models, retrieve_model, key_usage, healthz, readyz, metrics, admin_api_router(),
+        *web_handlers(settings),
+    ]

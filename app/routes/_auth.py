@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from app._types import AnyRequest
 from app.access import authenticate
-from app.services import Services
-from keys import KeyRecord
+from app.quota import QuotaService
+from keys import KeyCache, KeyRecord
 
 __all__ = ["authorize"]
 
 
-async def authorize(request: AnyRequest, services: Services) -> tuple[KeyRecord, dict[str, str]]:
+async def authorize(request: AnyRequest, keys: KeyCache, quota: QuotaService) -> tuple[KeyRecord, dict[str, str]]:
     """The calling key and its rate-limit headers; the headers also go on any error that follows."""
-    key = authenticate(request.headers, services.keys)
-    headers = await services.quota.take_request(key)
+    key = await authenticate(request.headers, keys)
+    headers = await quota.take_request(key)
     request.scope["state"]["ratelimit_headers"] = headers
     return key, headers

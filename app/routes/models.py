@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import time
 
-import msgspec
 from litestar import Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from app._types import AnyRequest
-from app.access import model_not_allowed, resolve_model
-from app.catalog import ENDPOINTS, PageTokenError, make_page_token, parse_version, read_page_token
+from app.access import model_not_allowed, model_not_found, resolve_model
+from app.catalog import ENDPOINTS, CatalogService, PageTokenError, parse_version, read_page_token, render_page
 from app.errors import InvalidRequestError
+from app.pool import Pool
+from app.quota import QuotaService
 from app.routes._auth import authorize
-from app.services import Services
+from keys import KeyCache
 
 __all__ = ["list_models", "retrieve_model"]
 
@@ -70,47 +73,40 @@ def _query(request: AnyRequest, providers: frozenset[str]) -> tuple[str | None, 
 
 
 @get("/v1/models")
-async def list_models(request: AnyRequest, services: Services) -> Response[bytes]:
-    key, headers = await authorize(request, services)
-    catalog = services.catalog
+async def list_models(request: AnyRequest, keys: NamedDependency[KeyCache], quota: NamedDependency[QuotaService],
+                      catalog: NamedDependency[CatalogService], pool: NamedDependency[Pool],
+                      page_secret: NamedDependency[bytes]) -> Response[bytes]:
+    key, headers = await authorize(request, keys, quota)
     endpoint, provider, page_size, page_token = _query(request, catalog.catalog.providers)
-    view = catalog.view(key.policy, endpoint, provider, _client_version(request))
+    view = catalog.view(key.policy, endpoint, provider, _client_version(request), pool.served())
     offset = 0
     if page_token is not None:
         try:
-            offset = read_page_token(page_token, view, services.page_secret, key.id)
+            offset = read_page_token(page_token, view, page_secret, key.id)
         except PageTokenError as exc:
             raise InvalidRequestError(str(exc), param="page_token") from None
     etag = view.etag if page_size is None else f'{view.etag[:-1]}-{offset}-{page_size}"'
     headers = {**headers, "etag": etag, "cache-control": _CACHE_CONTROL}
     if _not_modified(request, etag):
         return Response(content=b"", status_code=304, headers=headers)
-    age = str(int(time.time() - catalog.catalog.built_at)).encode()
-    if page_size is None:
-        body = view.prefix + age + b"}"
-    else:
-        items, has_more = view.page(offset, page_size)
-        next_token = make_page_token(view, offset + page_size, services.page_secret, key.id) if has_more else None
-        codex_items = view.codex_page(offset, page_size)
-        codex_part = b"" if codex_items is None else b',"models":[' + b",".join(codex_items) + b"]"
-        body = (
-            b'{"object":"list","data":[' + b",".join(items) + b"]" + codex_part + b',"has_more":'
-            + (b"true" if has_more else b"false") + b',"next_page_token":' + msgspec.json.encode(next_token)
-            + b',"catalog_version":' + msgspec.json.encode(view.catalog_version)
-            + b',"catalog_age_seconds":' + age + b"}"
-        )
+    age = int(time.time() - catalog.catalog.built_at)
+    body = render_page(view, age, page_size=page_size, offset=offset, secret=page_secret, subject=key.id)
     return Response(content=body, media_type="application/json", headers=headers)
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(request: AnyRequest, services: Services, model_id: str) -> Response[bytes]:
-    key, headers = await authorize(request, services)
+async def retrieve_model(request: AnyRequest, keys: NamedDependency[KeyCache], quota: NamedDependency[QuotaService],
+                         catalog: NamedDependency[CatalogService], pool: NamedDependency[Pool],
+                         model_id: FromPath[str]) -> Response[bytes]:
+    key, headers = await authorize(request, keys, quota)
     name = str(model_id).lstrip("/")
-    model = resolve_model(services.catalog.catalog, key, name)
-    view = services.catalog.view(key.policy)
+    model = resolve_model(catalog.catalog, key, name)
+    view = catalog.view(key.policy, served=pool.served())
     position = view.index.get(model.id)
-    if position is None:  # allowed by name, but nothing of it is usable by this key (trimmed away)
-        raise model_not_allowed(name)
+    if position is None:  # allowed by name, but nothing of it is usable by this key, or no upstream serves it
+        if model.id not in catalog.view(key.policy).index:
+            raise model_not_allowed(name)
+        raise model_not_found(name)
     body = view.items[position]
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {**headers, "etag": etag, "cache-control": _CACHE_CONTROL}

@@ -1,60 +1,114 @@
-"""The relayed OpenAI endpoints."""
+"""The relayed OpenAI endpoints, as plain ASGI routes (see ``_asgi``): authenticate, count the request,
+read the body, hand it to the proxy service, write what it answers."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from litestar import Response, WebSocket, post, websocket
-from litestar.types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
+from litestar import asgi
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.handlers import ASGIRouteHandler
+from litestar.types import Receive, Scope, Send
 
-from app._types import AnyRequest
-from app.access import codex_fatal, is_codex
-from app.errors import PermissionDeniedError, RateLimitError, error_body
-from app.routes._auth import authorize
-from app.services import Services
+from app.access import authenticate, codex_fatal, is_codex
+from app.errors import GatewayError, InvalidRequestError
+from app.proxy import Reply
+from app.routes._asgi import ClientGone, DisconnectWatch, read_body, request_headers, send_error, send_reply
+from app.routes._responses import response_endpoint, websocket_or_426
 
-__all__ = ["chat_completions", "embeddings", "responses", "responses_websocket"]
+__all__ = ["RELAY_ROUTES"]
 
-
-async def _relay(request: AnyRequest, services: Services, endpoint: str) -> Response[Any]:
-    try:
-        key, headers = await authorize(request, services)
-        return await services.proxy.handle(request, endpoint, key, headers)
-    except (PermissionDeniedError, RateLimitError) as exc:
-        raise codex_fatal(exc) if is_codex(request.headers) else exc from None
+log = logging.getLogger("poolgate.routes")
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: AnyRequest, services: Services) -> Response[Any]:
-    return await _relay(request, services, "chat_completions")
+def _method_not_allowed(scope: Scope, allowed: str) -> GatewayError:
+    error = InvalidRequestError(f"{scope.get('method', 'This method')} is not allowed on {scope['path']}; "
+                                f"use {allowed}.", code="method_not_allowed")
+    error.status_code = 405
+    error.headers["allow"] = allowed
+    return error
 
 
-@post("/v1/responses", status_code=200)
-async def responses(request: AnyRequest, services: Services) -> Response[Any]:
-    return await _relay(request, services, "responses")
-
-
-@post("/v1/embeddings", status_code=200)
-async def embeddings(request: AnyRequest, services: Services) -> Response[Any]:
-    return await _relay(request, services, "embeddings")
-
-
-@websocket("/v1/responses")
-async def responses_websocket(socket: WebSocket[Any, Any, Any]) -> None:
-    """poolgate relays Responses over HTTP only: 426 tells Codex to fall back to HTTP at once."""
-    await socket.receive()  # websocket.connect
-    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
-        await socket.close(code=1003, reason="WebSocket transport not supported; use HTTP POST /v1/responses")
+async def relay(scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+    """One relayed request, from the first byte in to the last byte out."""
+    state: State = scope["app"].state
+    headers = request_headers(scope)
+    key_headers: dict[str, str] = {}
+    if scope.get("method") != "POST":
+        await send_error(send, _method_not_allowed(scope, "POST"))
         return
-    body = error_body(
-        "poolgate does not serve Responses over WebSocket; send POST /v1/responses over HTTP.",
-        "invalid_request_error", "websocket_not_supported", None,
-    )
-    start: WebSocketResponseStartEvent = {
-        "type": "websocket.http.response.start",
-        "status": 426,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    }
-    await socket.send(start)
-    end: WebSocketResponseBodyEvent = {"type": "websocket.http.response.body", "body": body, "more_body": False}
-    await socket.send(end)
+    try:
+        key = await authenticate(headers, state.key_cache)
+        key_headers = await state.quota.take_request(key)
+        raw = await read_body(receive, headers, state.settings.max_body_bytes)
+    except ClientGone:
+        return
+    except GatewayError as exc:
+        await send_error(send, codex_fatal(exc) if is_codex(headers) else exc, key_headers)
+        return
+    watch = DisconnectWatch(receive)
+    reply: Reply | None = None
+    try:
+        reply = await state.proxy.handle(key, endpoint, raw, headers, key_headers)
+        del raw
+        await send_reply(send, reply, watch)
+    except GatewayError as exc:
+        if not watch.gone():
+            await send_error(send, codex_fatal(exc) if is_codex(headers) else exc, key_headers)
+    except asyncio.CancelledError:
+        if not watch.gone():
+            raise  # the server is stopping, not the client leaving
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    finally:
+        await watch.close()
+        if reply is not None and reply.stream is not None:
+            await reply.stream.aclose()  # type: ignore[attr-defined]
+
+
+def _endpoint(path: str, name: str, endpoint: str) -> ASGIRouteHandler:
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        await relay(scope, receive, send, endpoint)
+
+    handler.__name__ = name
+    handler.__qualname__ = name
+    return asgi(path, copy_scope=False, name=name)(handler)
+
+
+chat_completions = _endpoint("/v1/chat/completions", "chat_completions", "chat_completions")
+embeddings = _endpoint("/v1/embeddings", "embeddings", "embeddings")
+responses_compact = _endpoint("/v1/responses/compact", "responses_compact", "responses_compact")
+
+
+@asgi("/v1/responses", copy_scope=False, name="responses")
+async def responses(scope: Scope, receive: Receive, send: Send) -> None:
+    """Responses over HTTP, or over a WebSocket as Codex speaks it (``websocket_or_426``)."""
+    if scope["type"] == ScopeType.WEBSOCKET:
+        await websocket_or_426(scope, receive, send)
+        return
+    await relay(scope, receive, send, "responses")
+
+
+@asgi("/v1/responses/{response_id:str}", copy_scope=False, name="response")
+async def response(scope: Scope, receive: Receive, send: Send) -> None:
+    """GET or DELETE one response, at the upstream account that made it."""
+    await response_endpoint(scope, receive, send, ("GET", "DELETE"), "")
+
+
+@asgi("/v1/responses/{response_id:str}/cancel", copy_scope=False, name="response_cancel")
+async def response_cancel(scope: Scope, receive: Receive, send: Send) -> None:
+    await response_endpoint(scope, receive, send, ("POST",), "/cancel")
+
+
+@asgi("/v1/responses/{response_id:str}/input_items", copy_scope=False, name="response_input_items")
+async def response_input_items(scope: Scope, receive: Receive, send: Send) -> None:
+    await response_endpoint(scope, receive, send, ("GET",), "/input_items")
+
+
+RELAY_ROUTES: list[Any] = [
+    chat_completions, embeddings, responses, responses_compact, response, response_cancel, response_input_items,
+]

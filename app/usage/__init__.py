@@ -1,7 +1,18 @@
-"""Usage: one row per relayed request (``app.usage._table``) and the reports read from it."""
+"""Usage: one row per relayed request, running totals per hour and day, and the reports read from them."""
 
 from __future__ import annotations
 
-from app.usage._report import UsageSummary, key_totals, summarize
+from app.usage._recorder import UsageRecorder
+from app.usage._report import GROUPS, Totals, UsageSummary, key_totals, merge, spend_since, summarize, timeseries
 
-__all__ = ["UsageSummary", "key_totals", "summarize"]
+__all__ = [
+    "GROUPS",
+    "Totals",
+    "UsageRecorder",
+    "UsageSummary",
+    "key_totals",
+    "merge",
+    "spend_since",
+    "summarize",
+    "timeseries",
+]

@@ -1,10 +1,15 @@
 """Usage rows written in batches by one background task: the request path only appends to a dict.
 
-Each request is queued as ``started`` before its upstream call and finished after it; a
-flush (every 200 ms, and on shutdown) writes what is queued in one transaction, so a
-request that started and ended between two flushes is a single insert. Every process
-heartbeats in ``instances``; rows still ``started`` from a process that fell silent
-(a crash, a ``kill -9``) are marked ``interrupted`` by whichever process notices.
+Each request is queued as ``started`` before its upstream call and finished after it; a flush
+(every 200 ms, and on shutdown) writes what is queued in one transaction, with the hourly and
+daily totals it adds to, so a request that started and ended between two flushes is a single
+insert and two small upserts. Every process heartbeats in ``instances``; rows still ``started``
+from a process that fell silent (a crash, a ``kill -9``) are marked ``interrupted`` by whichever
+process notices.
+
+Nothing is lost while the database refuses writes: rows wait in memory up to a bound, and past
+it go to the spill file (``_spill``), replayed once the database takes writes again. A write
+whose commit may have landed before its connection failed is retried without counting twice.
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, Table, and_, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Integer, Table, and_, bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app._db import write_transaction
+from app.usage._rollup import UPSERTS, Rollups
+from app.usage._spill import SpillFile
 from app.usage._table import InstanceRow, UsageRow
-from keys import write_transaction
 
-__all__ = ["UsageRecorder", "spend_since"]
+__all__ = ["UsageRecorder"]
 
 log = logging.getLogger("poolgate.usage")
 USAGE: Table = UsageRow.__table__  # type: ignore[attr-defined]
@@ -34,7 +44,10 @@ _STARTED: dict[str, Any] = {
     "cached_tokens": 0, "reasoning_tokens": 0, "cost_usd": 0.0, "latency_ms": None, "ttfb_ms": None,
     "error": None, "finished_at": None,
 }
+_FINISH = tuple(k for k in _STARTED if k != "finished_at")
 HEARTBEAT_EVERY = 3.0
+ORPHAN_SCAN_EVERY = 60.0
+_CHUNK = 400  # ids per IN (...) list: well under any database's limit on bound parameters
 _LENGTHS: dict[str, int] = {
     c.name: length for c in USAGE.columns if isinstance(length := getattr(c.type, "length", None), int)}
 _INT32 = {c.name for c in USAGE.columns if type(c.type) is Integer}
@@ -54,27 +67,55 @@ def _fit(row: dict[str, Any]) -> dict[str, Any]:
     return fitted
 
 
+def _when(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _db_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = _fit(row)
+    out["started_at"] = _when(row["started_at"])
+    out["finished_at"] = _when(row.get("finished_at"))
+    return out
+
+
 class UsageRecorder:
-    def __init__(self, engine: AsyncEngine, *, interval: float = 0.2) -> None:
+    def __init__(self, engine: AsyncEngine, *, data_dir: Path | None = None, queue_limit: int = 20_000,
+                 interval: float = 0.2, on_spill: Callable[[int], None] | None = None) -> None:
         self.engine = engine
         self.interval = interval
+        self.queue_limit = queue_limit
         self.instance = secrets.token_hex(8)
+        self.spill = SpillFile(data_dir, self.instance)
         self._started: dict[str, dict[str, Any]] = {}
         self._finished: dict[str, dict[str, Any]] = {}
+        self._open: dict[str, dict[str, Any]] = {}
+        """Rows written as ``started`` and not finished yet: what their finish adds to the totals."""
+        self._uncertain = False
+        """The last write failed where its commit may have landed: the next one checks before writing."""
+        self._on_spill = on_spill
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._orphans_due = 0.0
+        self.failing_since: float | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._started) + len(self._finished)
 
     async def open(self) -> None:
         now = datetime.now(UTC)
         async with write_transaction(self.engine) as conn:
             await conn.execute(INSTANCES.insert().values(id=self.instance, started_at=now, seen_at=now))
         await self.mark_interrupted()
+        await self.replay()
         self._task = asyncio.create_task(self._run(), name="poolgate-usage")
 
     def started(self, request_id: str, values: dict[str, Any]) -> None:
+        """``values``: key_id, model, endpoint, stream, started_at (epoch seconds)."""
         self._started[request_id] = {**_STARTED, "request_id": request_id, "instance": self.instance, **values}
 
     def finished(self, request_id: str, values: dict[str, Any]) -> None:
+        """``values``: the columns of ``_STARTED`` as they ended (finished_at in epoch seconds)."""
         self._finished[request_id] = values
 
     async def _run(self) -> None:
@@ -91,8 +132,13 @@ class UsageRecorder:
                     beat = 0.0
                     await self._heartbeat()
                     await self.mark_interrupted()
-            except Exception as exc:  # kept in memory and tried again next round
-                log.warning("writing usage failed, will retry: %s", exc)
+                if self.spill.written or time.monotonic() >= self._orphans_due:
+                    await self.replay()
+            except Exception as exc:  # kept in memory (or spilled) and tried again next round
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.warning("writing usage failed, will retry: %s", exc)
+                self._spill_if_full()
 
     async def flush(self) -> int:
         """Write everything queued; on failure it stays queued for the next flush."""
@@ -100,24 +146,114 @@ class UsageRecorder:
             return 0
         started, finished = self._started, self._finished
         self._started, self._finished = {}, {}
-        # A request that started and finished since the last flush is one insert. Both dicts stay
-        # whole, so a failed write puts every start and finish back as it was.
-        inserts = [_fit({**row, **finished[rid]} if rid in finished else row) for rid, row in started.items()]
-        updates = [{"rid": rid, **_fit(values)} for rid, values in finished.items() if rid not in started]
         try:
             async with write_transaction(self.engine) as conn:
-                if inserts:
-                    await conn.execute(USAGE.insert(), inserts)
-                if updates:
-                    columns = sorted({k for row in updates for k in row if k != "rid"})
-                    statement = update(USAGE).where(USAGE.c.request_id == bindparam("rid")).values(
-                        {c: bindparam(c) for c in columns})
-                    await conn.execute(statement, [{c: row.get(c) for c in ("rid", *columns)} for row in updates])
+                written = await self._write(conn, started, finished, check=self._uncertain)
         except BaseException:  # a cancelled write too: nothing taken from the queue is lost
             self._started = {**started, **self._started}
             self._finished = {**finished, **self._finished}
+            self._uncertain = True
             raise
+        self._uncertain = False
+        if self.failing_since is not None:
+            log.warning("writing usage works again after %.0fs", time.monotonic() - self.failing_since)
+            self.failing_since = None
+        for rid, row in started.items():
+            if rid not in finished:
+                self._open[rid] = {k: row[k] for k in ("key_id", "model", "started_at")}
+        for rid in finished:
+            self._open.pop(rid, None)
+        return written
+
+    async def _write(self, conn: AsyncConnection, started: dict[str, dict[str, Any]],
+                     finished: dict[str, dict[str, Any]], *, check: bool) -> int:
+        """Insert new rows, finish written ones, add to the totals; with ``check``, skip what is already there."""
+        inserts = {rid: ({**row, **finished[rid]} if rid in finished else row) for rid, row in started.items()}
+        updates = {rid: values for rid, values in finished.items() if rid not in started}
+        if check:
+            for rid in await _existing(conn, list(inserts)):
+                del inserts[rid]
+            still = await _still_started(conn, list(updates))
+            updates = {rid: {**values, "opened": still[rid]} for rid, values in updates.items() if rid in still}
+        rollups = Rollups()
+        for row in inserts.values():
+            if row["status"] != "started":
+                rollups.add(row)
+        for rid, values in updates.items():
+            opened = values.get("opened") or self._open.get(rid)
+            if opened is not None:
+                rollups.add({**opened, **values})
+        if inserts:
+            await conn.execute(USAGE.insert(), [_db_row(row) for row in inserts.values()])
+        if updates:
+            columns = sorted({k for row in updates.values() for k in row if k in _STARTED})
+            statement = update(USAGE).where(USAGE.c.request_id == bindparam("rid")).values(
+                {c: bindparam(c) for c in columns})
+            params = []
+            for rid, values in updates.items():
+                fitted = _fit({c: values.get(c) for c in columns})
+                if "finished_at" in fitted:
+                    fitted["finished_at"] = _when(values.get("finished_at"))
+                params.append({"rid": rid, **fitted})
+            await conn.execute(statement, params)
+        if rollups:
+            for table, rows in rollups.params().items():
+                await conn.execute(text(UPSERTS[table]), rows)
         return len(inserts) + len(updates)
+
+    def _spill_if_full(self) -> None:
+        """Past the bound, what has finished leaves memory for the spill file (starts of requests still
+        running stay: there are only as many as there are requests in flight)."""
+        if self.queued <= self.queue_limit:
+            return
+        entries: list[dict[str, Any]] = []
+        for rid, values in list(self._finished.items()):
+            row = self._started.get(rid)
+            if row is not None:
+                entries.append({"row": {**row, **values}})
+                del self._started[rid]
+            else:
+                entries.append({"finish": {**values, "request_id": rid, "opened": self._open.get(rid)}})
+            del self._finished[rid]
+        if not entries:
+            return
+        try:
+            self.spill.append(entries)
+        except OSError as exc:  # the disk refuses too: keep them in memory, the last place left
+            log.error("cannot spill %d usage rows to disk (%s); keeping them in memory", len(entries), exc)
+            for entry in entries:
+                if "row" in entry:
+                    row = entry["row"]
+                    self._started[row["request_id"]] = row
+                    self._finished[row["request_id"]] = {k: row[k] for k in (*_FINISH, "finished_at")}
+                else:
+                    finish = dict(entry["finish"])
+                    self._finished[finish.pop("request_id")] = finish
+            return
+        for entry in entries:
+            if "finish" in entry:
+                self._open.pop(entry["finish"]["request_id"], None)
+        log.warning("usage database refuses writes: spilled %d rows to %s (replayed when it takes writes again)",
+                    len(entries), self.spill.path)
+        if self._on_spill is not None:
+            self._on_spill(len(entries))
+
+    async def replay(self) -> int:
+        """Write what spill files hold (this process's and dead ones'); each entry counts once."""
+        self._orphans_due = time.monotonic() + ORPHAN_SCAN_EVERY
+        replayed = 0
+        for path in await asyncio.to_thread(self.spill.files):
+            with self.spill.claim(path) as entries:
+                if not entries:
+                    continue
+                for start in range(0, len(entries), 2000):
+                    chunk = entries[start : start + 2000]
+                    rows = {e["row"]["request_id"]: e["row"] for e in chunk if "row" in e}
+                    finishes = {e["finish"]["request_id"]: e["finish"] for e in chunk if "finish" in e}
+                    async with write_transaction(self.engine) as conn:
+                        replayed += await self._write(conn, rows, finishes, check=True)
+                log.warning("replayed %d spilled usage entries from %s", len(entries), path.name)
+        return replayed
 
     async def _heartbeat(self) -> None:
         async with write_transaction(self.engine) as conn:
@@ -125,17 +261,27 @@ class UsageRecorder:
                                .values(seen_at=datetime.now(UTC)))
 
     async def mark_interrupted(self) -> int:
-        """Rows left ``started`` by processes that stopped heartbeating are ``interrupted``."""
+        """Rows left ``started`` by processes that stopped heartbeating are ``interrupted`` (and counted)."""
         cutoff = datetime.now(UTC) - SILENT_AFTER
         silent = select(INSTANCES.c.id).where(and_(INSTANCES.c.seen_at < cutoff, INSTANCES.c.id != self.instance))
+        stranded = USAGE.c.status == "started", USAGE.c.instance.in_(silent)
         async with write_transaction(self.engine) as conn:
-            result = await conn.execute(
-                update(USAGE).where(USAGE.c.status == "started", USAGE.c.instance.in_(silent))
-                .values(status="interrupted", finished_at=datetime.now(UTC))
-            )
+            rows = (await conn.execute(select(USAGE.c.key_id, USAGE.c.model, USAGE.c.started_at).where(*stranded)
+                                       .with_for_update())).all()
+            count = 0
+            if rows:
+                result = await conn.execute(update(USAGE).where(*stranded)
+                                            .values(status="interrupted", finished_at=datetime.now(UTC)))
+                count = int(result.rowcount or 0)
+                rollups = Rollups()
+                for row in rows:
+                    moment = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+                    rollups.add({"key_id": row.key_id, "model": row.model, "started_at": moment.timestamp(),
+                                 "status": "interrupted"})
+                for table, params in rollups.params().items():
+                    await conn.execute(text(UPSERTS[table]), params)
             await conn.execute(INSTANCES.delete().where(INSTANCES.c.id.in_(silent), ~INSTANCES.c.id.in_(
                 select(USAGE.c.instance).where(USAGE.c.status == "started"))))
-        count = int(result.rowcount or 0)
         if count:
             log.warning("marked %d usage row(s) interrupted: their process stopped without finishing them", count)
         return count
@@ -156,16 +302,33 @@ class UsageRecorder:
                 break
             except Exception as exc:
                 log.error("final usage flush failed: %s", exc)
+        if self.queued:  # the database will not take them: the spill file keeps them for the next start
+            limit, self.queue_limit = self.queue_limit, 0
+            self._spill_if_full()
+            self.queue_limit = limit
         with contextlib.suppress(Exception):
             async with write_transaction(self.engine) as conn:
                 await conn.execute(INSTANCES.delete().where(INSTANCES.c.id == self.instance))
 
 
-async def spend_since(engine: AsyncEngine, since: datetime) -> dict[str, float]:
-    """USD spent per key since a moment, for budgets (one grouped query)."""
-    from sqlalchemy import func
+async def _existing(conn: AsyncConnection, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        query = select(USAGE.c.request_id).where(USAGE.c.request_id.in_(chunk))
+        found.update(row[0] for row in await conn.execute(query))
+    return found
 
-    query = (select(USAGE.c.key_id, func.coalesce(func.sum(USAGE.c.cost_usd), 0.0))
-             .where(USAGE.c.started_at >= since).group_by(USAGE.c.key_id))
-    async with engine.connect() as conn:
-        return {row[0]: float(row[1]) for row in await conn.execute(query)}
+
+async def _still_started(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Which of these rows are still ``started``, with what their finish adds to the totals."""
+    pending = list(ids)
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(pending), _CHUNK):
+        chunk = pending[start : start + _CHUNK]
+        query = select(USAGE.c.request_id, USAGE.c.key_id, USAGE.c.model, USAGE.c.started_at).where(
+            USAGE.c.request_id.in_(chunk), USAGE.c.status == "started")
+        for row in await conn.execute(query):
+            moment = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+            found[row.request_id] = {"key_id": row.key_id, "model": row.model, "started_at": moment.timestamp()}
+    return found

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app._db import create_engine, upgrade
 from app.catalog import load_bundled
-from app.db import create_engine, upgrade
 from app.server import create_app
 from app.settings import Settings
 from keys import KeyCache, KeyStore, Policy, Quotas, hash_secret

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from app.db import upgrade
+from app._db import upgrade
 from app.settings import Settings
 from keys import Policy
 from scripts.benchlib.common import ROOT, percentile, write_section, wrk

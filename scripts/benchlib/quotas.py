@@ -19,7 +19,7 @@ from typing import Any
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from app.db import upgrade
+from app._db import upgrade
 from app.quota import QuotaService
 from app.quota._windows import MemoryWindows
 from app.settings import Settings

@@ -91,7 +91,7 @@ async def _quota_cost(url: str, calls: int) -> tuple[float, float, float]:
 
 async def _round_trips(calls: int) -> float:
     """Redis commands one request's quota work sends, counted at the client (the server's count has others')."""
-    from app.quota._resp import RedisLink as Redis
+    from app._redis import RedisLink as Redis
 
     sent = 0
     original = Redis.call

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from app._db import upgrade
 from app.settings import Settings
 from keys import Policy, Quotas
 from tests.e2e.test_replicas import PG_SERVER, _pg, _reachable
@@ -199,6 +200,7 @@ def test_postgres_outage_keeps_serving_cached_keys_and_loses_no_usage(gateway: A
         user = PG_SERVER.split("://", 1)[1].split("@", 1)[0]
         settings = Settings(data_dir=tmp_path / "data", single_instance=True,
                             database_url=f"postgresql+asyncpg://{user}@127.0.0.1:{relay.port}/{database}")
+        upgrade(settings)
         server, token = gateway(settings)
         assert _chat(server.base_url, token)[0] == 200
 

@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from app._db import upgrade
 from app.fake_upstream import rate_limited
 from app.settings import Settings
 from keys import Policy, Quotas
 from tests.support import (
+    METRICS_TOKEN,
     FakeUpstreamThread,
     ServerProcess,
     add_upstreams,
@@ -80,12 +82,15 @@ def shared(tmp_path: Path) -> Iterator[Settings]:
     database = f"poolgate_replicas_{uuid.uuid4().hex[:12]}"
     asyncio.run(_pg(f'CREATE DATABASE "{database}"'))
     try:
-        yield Settings(
+        settings = Settings(
             data_dir=tmp_path / "data",
             database_url=f"{PG_SERVER}/{database}",
             limits_url=REDIS_URL,
             encryption_keys=(Fernet.generate_key().decode(),),
+            metrics_token=METRICS_TOKEN,
         )
+        upgrade(settings)
+        yield settings
     finally:
         asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
@@ -163,7 +168,7 @@ def test_a_key_revoked_with_the_cli_is_refused_by_every_replica_within_two_secon
 
 
 def _cooling(replica: ServerProcess, upstream: str) -> bool:
-    metrics = replica.http.get("/metrics").body.decode()
+    metrics = replica.http.metrics()
     return f'poolgate_upstream_cooling_down{{upstream="{upstream}"}} 1' in metrics
 
 

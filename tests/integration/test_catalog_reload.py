@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.settings import Settings
 from keys import Policy
-from tests.support import ServerProcess, create_key, poolgate, wait_for
+from tests.support import ServerProcess, add_upstreams, create_key, poolgate, wait_for
 
 
 def _write(path: Path, data: dict[str, object] | str) -> None:
@@ -26,6 +26,7 @@ def test_edits_are_served_and_broken_edits_keep_the_old_catalog(
     _write(catalog_file, {"models": [{"id": "house-model", "display_name": "House", "priority": 500}]})
     settings = make_settings(sync_interval=0.1, catalog_file=catalog_file)
     _, token = create_key(settings, "ops", Policy(allowed_models=("*",)))
+    add_upstreams(settings, [{"name": "any", "base_url": "http://127.0.0.1:9/v1", "models": "*"}])
     server = ServerProcess(settings).start()
     try:
         http = server.http

@@ -7,7 +7,7 @@ import os
 import pytest
 from sqlalchemy import text
 
-from app.db import create_engine
+from app._db import create_engine
 from app.settings import Settings
 
 PG_DATABASE = os.environ.get("POOLGATE_TEST_PG_DATABASE", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

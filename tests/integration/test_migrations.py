@@ -7,7 +7,7 @@ import sys
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import create_engine, downgrade, metadata, upgrade
+from app._db import create_engine, downgrade, metadata, upgrade
 from app.settings import Settings
 from keys import Policy
 from tests.support import ROOT, create_key, env_for, query, table_names
@@ -17,7 +17,8 @@ def _tables(settings: Settings) -> set[str]:
     return table_names(settings)
 
 
-def test_upgrade_downgrade_upgrade(settings: Settings) -> None:
+def test_upgrade_downgrade_upgrade(empty_settings: Settings) -> None:
+    settings = empty_settings
     upgrade(settings)
     assert {"api_keys", "counters"} <= _tables(settings)
     downgrade(settings, "base")
@@ -39,7 +40,7 @@ def test_the_models_and_the_migrations_agree(settings: Settings) -> None:
         engine = create_engine(settings)
         async with engine.connect() as conn:
             result = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
+                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata())
             )
         await engine.dispose()
         return list(result)
@@ -47,7 +48,8 @@ def test_the_models_and_the_migrations_agree(settings: Settings) -> None:
     assert asyncio.run(diff()) == []
 
 
-def test_processes_starting_together_on_a_fresh_database_all_migrate(settings: Settings) -> None:
+def test_processes_starting_together_on_a_fresh_database_all_migrate(empty_settings: Settings) -> None:
+    settings = empty_settings
     procs = [
         subprocess.Popen([sys.executable, "-m", "app", "db", "upgrade"], cwd=ROOT, env=env_for(settings),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

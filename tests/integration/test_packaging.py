@@ -61,6 +61,8 @@ def test_dockerfile_install_steps_work_in_a_clean_virtualenv(wheel: Path, cache_
 
 def _check_serves(poolgate: list[str], env: dict[str, str], cwd: Path, http: Http) -> None:
     """Migrated (a key can be stored), the key reaches the server, the bundled catalog answers."""
+    _run([*poolgate, "upstreams", "add", "any", "--base-url", "http://127.0.0.1:9/v1", "--models", "*"],
+         env=env, cwd=cwd)
     created = json.loads(_run([*poolgate, "keys", "create", "smoke", "--models", "*", "--json"], env=env, cwd=cwd))
 
     def models() -> list[str]:

@@ -7,15 +7,26 @@ from dataclasses import replace
 
 import pytest
 
-from app.db import create_engine, upgrade
+from app._db import create_engine
 from app.settings import Settings
-from keys import AuthRejected, KeyCache, KeyNameTaken, KeyNotFound, KeyRevoked, KeyStore, Policy, Quotas, Rejection
+from keys import (
+    AuthRejected,
+    KeyCache,
+    KeyNameTaken,
+    KeyNotFound,
+    KeyRevoked,
+    KeyStore,
+    NotCached,
+    Policy,
+    Quotas,
+    Rejection,
+    generate_token,
+)
 from tests.support import dump
 
 
 @pytest.fixture
 async def store(settings: Settings):  # type: ignore[no-untyped-def]
-    await asyncio.to_thread(upgrade, settings)
     engine = create_engine(settings)
     yield KeyStore(engine)
     await engine.dispose()
@@ -55,6 +66,14 @@ async def test_revoked_keys_cannot_be_changed(store: KeyStore) -> None:
         await store.rotate("carol")
 
 
+async def authenticate(cache: KeyCache, token: str, now: float) -> object:
+    """As a request does: from the cache, or one lookup for a key the cache has not seen."""
+    try:
+        return cache.authenticate(token, now)
+    except NotCached as miss:
+        return await cache.fetch(miss, now)
+
+
 async def test_every_change_reaches_a_cache_on_refresh(store: KeyStore) -> None:
     record, token = await store.create("dave", Policy(allowed_models=("*",)))
     cache = KeyCache(store)
@@ -80,7 +99,7 @@ async def test_every_change_reaches_a_cache_on_refresh(store: KeyStore) -> None:
     await store.revoke(record.id)
     await cache.refresh()
     with pytest.raises(AuthRejected) as info:
-        cache.authenticate(token, now)
+        await authenticate(cache, token, now)
     assert info.value.reason is Rejection.INVALID
     assert await cache.refresh() == 0  # nothing new: one counter read, no row reads
 
@@ -104,12 +123,25 @@ async def test_rotation_with_grace_keeps_the_old_secret_working_until_it_ends(st
     assert cache.authenticate(newest, now).id == record.id
 
 
-async def test_a_token_for_an_unknown_id_is_invalid(store: KeyStore) -> None:
-    _, token = await store.create("frank", Policy(allowed_models=("*",)))
-    cache = KeyCache(store)  # never refreshed: knows no keys
-    with pytest.raises(AuthRejected) as info:
+async def test_a_key_the_cache_has_not_seen_yet_works_at_once_and_made_up_ones_cost_one_lookup(
+        store: KeyStore) -> None:
+    record, token = await store.create("frank", Policy(allowed_models=("*",)))
+    cache = KeyCache(store)  # never refreshed: knows no keys, as a replica just after another made one
+    with pytest.raises(NotCached):
         cache.authenticate(token, time.time())
-    assert info.value.reason is Rejection.INVALID
+    assert (await authenticate(cache, token, time.time())).id == record.id  # type: ignore[attr-defined]
+    assert cache.lookups == 1
+    assert cache.authenticate(token, time.time()).id == record.id  # now cached: no second lookup
+
+    made_up, _ = generate_token()  # a valid checksum, but no such key
+    for _ in range(5):
+        with pytest.raises(AuthRejected) as info:
+            await authenticate(cache, made_up, time.time())
+        assert info.value.reason is Rejection.INVALID
+    assert cache.lookups == 2  # the miss is remembered: one query, not five
+    with pytest.raises(AuthRejected):
+        cache.authenticate("pg_garbage", time.time())  # malformed: no lookup at all
+    assert cache.lookups == 2
 
 
 async def test_concurrent_writers_never_see_database_is_locked(store: KeyStore) -> None:

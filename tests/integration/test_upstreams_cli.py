@@ -94,7 +94,7 @@ def test_serve_refuses_to_start_when_stored_secrets_cannot_be_decrypted(
     _add(settings, fake)
     result = poolgate(settings, "serve", "--port", "1", env={"POOLGATE_ENCRYPTION_KEYS": generate_key()})
     assert result.code == 1
-    assert "cannot decrypt the credential of upstream 'acct-1'" in result.stderr
+    assert "the encryption keys set here cannot read the credentials this database holds" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from app.db import create_engine, upgrade
+from app._db import create_engine, upgrade
 from app.settings import Settings
 from keys import KeyRecord, KeyStore, Policy
 
@@ -56,6 +56,8 @@ __all__ = [
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DATABASE_ENV = "POOLGATE_TEST_DATABASE_URL"
+METRICS_TOKEN = "metrics-token-for-the-tests"
+"""Every test's settings carry it, so a test reads /metrics as a Prometheus scraper with its token would."""
 """A PostgreSQL server URL; when set, every test gets a fresh database of its own there."""
 
 
@@ -147,51 +149,85 @@ def env_for(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[
         env["POOLGATE_SINGLE_INSTANCE"] = "true"  # each test's server is the only one on its database
     if settings.quota_fail_open:
         env["POOLGATE_QUOTA_FAIL_OPEN"] = "true"
+    if settings.metrics_token:
+        env["POOLGATE_METRICS_TOKEN"] = settings.metrics_token
     env.update(extra or {})
     return env
 
 
 class Databases:
-    """Fresh, empty databases for tests: by default the SQLite file in the test's data directory;
-    when ``POOLGATE_TEST_DATABASE_URL`` names a PostgreSQL server, a database of its own there.
+    """Databases for tests: a SQLite file in the test's data directory, or, when
+    ``POOLGATE_TEST_DATABASE_URL`` names a PostgreSQL server, a database of its own there.
 
-    PostgreSQL databases are copied from ``template0``, which is empty like a new SQLite file and
-    which nobody may connect to, so a copy never fails on "source database is being accessed by
-    other users". Names carry a random part, so concurrent runs on one server never meet. Each
-    database is dropped ``WITH (FORCE)`` in the background once its test is done (a drop waits on
-    a checkpoint, a copy does not), and every drop has finished when :meth:`close` returns.
-    Names also carry their creation time, so the first run after a killed one drops what that
-    run left behind, once it is older than any run takes.
+    Migrating costs more than most tests, so each run migrates one template once and every test
+    that wants a migrated database gets a copy: a file copy on SQLite, ``CREATE DATABASE ...
+    TEMPLATE`` on PostgreSQL. Tests that migrate for themselves ask for an empty one (``template0``
+    on PostgreSQL, which nobody may connect to, so a copy never fails on "source database is being
+    accessed by other users"). Names carry a random part, so concurrent runs (and xdist workers)
+    never meet. Each database is dropped ``WITH (FORCE)`` in the background once its test is done,
+    and every drop has finished when :meth:`close` returns. Names also carry their creation time, so
+    the first run after a killed one drops what that run left behind, once it is older than any run takes.
     """
 
     PREFIX = "poolgate_test_"
     STALE_AFTER = 6 * 3600.0
 
-    def __init__(self, server_url: str | None) -> None:
+    def __init__(self, server_url: str | None, scratch: Path | None = None) -> None:
         self.server = make_url(server_url).set(drivername="postgresql+asyncpg") if server_url else None
         self.prefix = f"{self.PREFIX}{int(time.time())}_{secrets.token_hex(3)}"
+        self.scratch = scratch
         self._numbers = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pool: Any = None
         self._drops: list[Any] = []
+        self._template: str | Path | None = None
 
     @classmethod
-    def from_env(cls) -> Databases:
-        return cls(os.environ.get(TEST_DATABASE_ENV) or None)
+    def from_env(cls, scratch: Path | None = None) -> Databases:
+        return cls(os.environ.get(TEST_DATABASE_ENV) or None, scratch)
 
     @property
     def postgres(self) -> bool:
         return self.server is not None
 
-    def settings(self, data_dir: Path, **changes: Any) -> Settings:
-        """Settings for ``data_dir`` and a database no other test has used."""
+    def _migrated_template(self) -> str | Path:
+        """Migrated once per run: a SQLite file, or a PostgreSQL database nobody else connects to."""
+        if self._template is not None:
+            return self._template
         if self.server is None:
-            return Settings(data_dir=data_dir, **changes)
+            assert self.scratch is not None
+            template = Settings(data_dir=self.scratch / "template")
+            upgrade(template)
+            path = Path(template.database_url.split(":///", 1)[1])
+            self._template = path
+            return path
+        name = f"{self.prefix}_template"
+        self._call(self._execute(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        upgrade(Settings(database_url=self.server.set(database=name).render_as_string(hide_password=False)))
+        self._template = name
+        return name
+
+    def settings(self, data_dir: Path, *, migrated: bool = True, **changes: Any) -> Settings:
+        """Settings for ``data_dir`` and a database no other test has used: migrated, or empty."""
+        changes.setdefault("metrics_token", METRICS_TOKEN)
+        if self.server is None:
+            settings = Settings(data_dir=data_dir, **changes)
+            if migrated:
+                import shutil
+
+                template = self._migrated_template()
+                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                target = Path(settings.database_url.split(":///", 1)[1])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(template, target)
+                target.chmod(0o600)
+            return settings
         if self._loop is None:
             self._call(self._drop_stale())
+        source = self._migrated_template() if migrated else "template0"
         name = f"{self.prefix}_{next(self._numbers)}"
-        self._call(self._execute(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        self._call(self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
         url = self.server.set(database=name).render_as_string(hide_password=False)
         return Settings(data_dir=data_dir, database_url=url, **changes)
 
@@ -207,6 +243,9 @@ class Databases:
         if self._loop is None or self._thread is None:
             return
         try:
+            if isinstance(self._template, str):
+                self._drops.append(asyncio.run_coroutine_threadsafe(
+                    self._execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)'), self._loop))
             for drop in self._drops:
                 drop.result(timeout=120)
         finally:
@@ -313,14 +352,56 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-def poolgate(settings: Settings, *args: str, env: Mapping[str, str] | None = None, stdin: str = "") -> CliResult:
-    """Run the real ``poolgate`` command in a subprocess."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT, env={"COLUMNS": "200", **env_for(settings, env)}, input=stdin, capture_output=True, text=True,
-        timeout=60,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+def poolgate(settings: Settings, *args: str, env: Mapping[str, str] | None = None, stdin: str = "",
+             process: bool = False) -> CliResult:
+    """Run the ``poolgate`` command: its entry point in this process (quick), or the real command in a
+    subprocess (``process=True``, where what matters is the program as a whole)."""
+    environment = {**env_for(settings, env), "COLUMNS": (env or {}).get("COLUMNS", "200")}
+    if process:
+        proc = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=environment, input=stdin,
+                              capture_output=True, text=True, timeout=60)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    return _cli_here(list(args), environment, stdin)
+
+
+_CLI_LOCK = threading.Lock()
+
+
+def _cli_here(args: list[str], environment: dict[str, str], stdin: str) -> CliResult:
+    """``app.cli.main`` with this environment, arguments and standard streams, on a thread of its own (it runs
+    event loops of its own, and a test may be running one)."""
+    import contextlib
+    import io
+
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    codes: list[int] = []
+
+    def target() -> None:
+        try:
+            main()
+        except SystemExit as exc:
+            codes.append(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+        else:
+            codes.append(0)
+
+    with _CLI_LOCK:
+        saved_env, saved_argv, saved_stdin = dict(os.environ), sys.argv, sys.stdin
+        os.environ.clear()
+        os.environ.update(environment)
+        sys.argv = ["poolgate", *args]
+        sys.stdin = io.StringIO(stdin)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                thread = threading.Thread(target=target, name="poolgate-cli")
+                thread.start()
+                thread.join(timeout=120)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            sys.argv, sys.stdin = saved_argv, saved_stdin
+    return CliResult(codes[0] if codes else 1, out.getvalue(), err.getvalue())
 
 
 def add_upstreams(settings: Settings, specs: list[dict[str, Any]]) -> None:
@@ -336,13 +417,11 @@ def add_upstreams(settings: Settings, specs: list[dict[str, Any]]) -> None:
             await store.add(spec.pop("name"), spec.pop("base_url"), parse_routes(spec.pop("models")), **spec)
         await engine.dispose()
 
-    upgrade(settings)
-    asyncio.run(go())
+    _in_thread(go)
 
 
 def create_key(settings: Settings, name: str, policy: Policy, **kwargs: Any) -> tuple[KeyRecord, str]:
     """Issue a key through the store, the same service the CLI uses."""
-    upgrade(settings)
 
     async def go() -> tuple[KeyRecord, str]:
         engine = create_engine(settings)
@@ -351,7 +430,8 @@ def create_key(settings: Settings, name: str, policy: Policy, **kwargs: Any) -> 
         finally:
             await engine.dispose()
 
-    return asyncio.run(go())
+    created: tuple[KeyRecord, str] = _in_thread(go)
+    return created
 
 
 @dataclass
@@ -369,6 +449,10 @@ class Http:
     """A tiny raw HTTP client, for what the SDK hides (headers, 304, exact bodies)."""
 
     base_url: str
+
+    def metrics(self, token: str = "") -> str:
+        """The Prometheus text, read with a metrics token (the test settings' own by default)."""
+        return self.get("/metrics", token or METRICS_TOKEN).body.decode()
 
     def get(self, path: str, key: str | None = None, headers: Mapping[str, str] | None = None) -> Response:
         request = urllib.request.Request(self.base_url + path, headers=dict(headers or {}))
@@ -467,3 +551,19 @@ class FakeUpstreamThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02,
+                     what: str = "condition") -> Any:
+    """:func:`wait_for` for async tests: poll ``check`` (a function, or one returning an awaitable) until it
+    gives something truthy, without blocking the loop; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -117,6 +117,7 @@ ALL_FAMILIES = {
     "poolgate_time_to_first_byte_seconds": "histogram",
     "poolgate_quota_rejections_total": "counter",
     "poolgate_upstream_inflight": "gauge",
+    "poolgate_upstream_usable": "gauge",
     "poolgate_upstream_cooling_down": "gauge",
     "poolgate_upstream_ejected": "gauge",
     "poolgate_upstream_consecutive_failures": "gauge",

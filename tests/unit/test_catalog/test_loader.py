@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from app.catalog import CatalogError, build_catalog, load_bundled, read_operator_file
+from app.catalog import CatalogError, build_catalog, load_bundled
+from app.catalog._loader import read_operator_file
 
 BUNDLED = load_bundled()
 

@@ -8,7 +8,9 @@ import pytest
 
 from app.catalog import build_catalog, load_bundled
 from app.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from app.proxy import RetryBudget, StreamUsage, parse_request, usage_from_body
+from app.proxy import RetryBudget, parse_request
+from app.proxy._sse import StreamScanner
+from app.proxy._usage import usage_from_body
 from keys import KeyRecord, Policy
 
 CATALOG = build_catalog(load_bundled(), {"aliases": {"fast": "gpt-5-mini"}})
@@ -105,14 +107,14 @@ def test_usage_is_read_from_bodies_and_from_the_end_of_streams() -> None:
     chat = usage_from_body(b'{"usage": {"prompt_tokens": 5, "completion_tokens": 7, '
                            b'"prompt_tokens_details": {"cached_tokens": 2}}}')
     assert chat is not None and (chat.input_tokens, chat.output_tokens, chat.cached_tokens) == (5, 7, 2)
-    scanner = StreamUsage()
+    scanner = StreamScanner("responses")
     event = (b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
              b'{"input_tokens":11,"output_tokens":13,"output_tokens_details":{"reasoning_tokens":4}}}}\n\n')
-    scanner.feed(b'data: {"type":"response.output_text.delta","delta":"hi"}\n\n')
-    scanner.feed(b'data: {"choices":[{"delta":{}}],"usage":null}\n\n')
+    scanner.scan(b'data: {"type":"response.output_text.delta","delta":"hi"}\n\n')
+    scanner.scan(b'data: {"choices":[{"delta":{}}],"usage":null}\n\n')
     assert scanner.usage is None
     big = event.replace(b'"response":{', b'"response":{"instructions":"' + b"x" * 20_000 + b'",')
-    scanner.feed(big)  # a large final event (long instructions and tools) still yields its usage
+    scanner.scan(big)  # a large final event (long instructions and tools) still yields its usage
     assert scanner.usage is not None
     assert (scanner.usage.input_tokens, scanner.usage.output_tokens, scanner.usage.reasoning_tokens) == (11, 13, 4)
 

@@ -7,36 +7,40 @@ from unittest import mock
 
 import aiohttp
 
-from app.proxy._relay import Outcome, _StreamRelay
+from app._redact import Redactor
+from app.proxy import Exchange
+from app.proxy._stream import StreamRelay
+from app.proxy._transport import _AiohttpResponse
 
 
 def event(n: int) -> bytes:
     return b'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"t%d"}}]}\n\n' % n
 
 
-async def relay_through(fed: bytes, failure: BaseException) -> tuple[list[bytes], Outcome, mock.Mock]:
+async def relay_through(fed: bytes, failure: BaseException) -> tuple[list[bytes], Exchange, mock.Mock]:
     """Feed `fed` and then the connection failure before the relay reads anything after its first event."""
     content = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
     content.feed_data(fed)
     content.set_exception(failure)
-    response = SimpleNamespace(content=content, release=mock.Mock(), close=mock.Mock())
-    pool = mock.Mock()
-    outcome = Outcome(key_id="k", model="gpt-5", endpoint="chat_completions", stream=True)
-    request = SimpleNamespace(endpoint="chat_completions", model=SimpleNamespace(names=("gpt-5",)),
-                              injected_usage=False)
-    relay = _StreamRelay(response, mock.Mock(inflight=1), request, outcome, pool, idle_timeout=5)  # type: ignore[arg-type]
-    out = [chunk async for chunk in relay.chunks(event(1))]
-    return out, outcome, pool
+    response = _AiohttpResponse(SimpleNamespace(content=content, status=200, headers={},  # type: ignore[arg-type]
+                                                release=mock.Mock(), close=mock.Mock()))
+    lease = mock.Mock(state=SimpleNamespace(redactor=Redactor(None)))
+    exchange = Exchange(key_id="k", model="gpt-5", endpoint="chat_completions", stream=True)
+    relay = StreamRelay(response, lease, "chat_completions", exchange, drop_usage_chunk=False, idle_timeout=5,
+                        max_event=2**20)
+    out = [chunk async for chunk in relay.events(event(1))]
+    return out, exchange, lease
 
 
 def test_events_that_arrived_before_the_connection_broke_still_reach_the_client() -> None:
     # aiohttp's readers raise as soon as the failure is recorded, even with data still buffered.
-    out, outcome, pool = asyncio.run(relay_through(event(2) + event(3), aiohttp.ClientPayloadError("cut")))
+    out, exchange, lease = asyncio.run(relay_through(event(2) + event(3), aiohttp.ClientPayloadError("cut")))
     events = [e for e in b"".join(out).split(b"\n\n") if e.strip()]
     assert events[:3] == [event(n).strip() for n in (1, 2, 3)]
     assert len(events) == 4 and b'"code":"upstream_error"' in events[3]
-    assert outcome.error == "upstream_error" and outcome.events == 3
-    pool.report_failure.assert_called_once()
+    assert exchange.error == "upstream_error" and exchange.events == 3
+    lease.failed.assert_called_once()
+    lease.release.assert_called_once()
 
 
 def test_half_an_event_buffered_at_the_failure_is_dropped_so_the_error_frame_stands_alone() -> None:

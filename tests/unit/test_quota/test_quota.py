@@ -9,7 +9,8 @@ import pytest
 import time_machine
 
 from app.errors import RateLimitError
-from app.quota import BudgetBook, QuotaService, period_bounds
+from app.quota import QuotaService, period_bounds
+from app.quota._budget import BudgetBook
 from keys import KeyRecord, Policy, Quotas
 
 START = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC)
@@ -102,7 +103,10 @@ async def test_a_spent_budget_refuses_until_the_period_ends() -> None:
         with pytest.raises(RateLimitError) as info:
             await quota.reserve(k, 10)
         assert info.value.code == "insufficient_quota"
-        assert int(info.value.headers["retry-after"]) == 12 * 3600 - 10  # until midnight UTC
+        assert info.value.retry_after == 12 * 3600 - 10  # until midnight UTC...
+        # ...too long to wait: the SDKs and Codex are told not to retry, instead of sleeping for hours.
+        assert "retry-after" not in info.value.headers and "retry-after-ms" not in info.value.headers
+        assert info.value.headers["x-should-retry"] == "false"
         clock.shift(12 * 3600)
         await quota.reserve(k, 10)  # a new day, a new budget
         await quota.close()

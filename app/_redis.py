@@ -1,4 +1,4 @@
-"""A small Redis client for the quota scripts on the request path: RESP2 over asyncio streams.
+"""A small Redis client shared by quotas and replica messages: RESP2 over asyncio streams.
 
 Quota checks run a Lua script or two per request. A general client spends about 150 us of CPU
 per round trip here (measured with coredis on this code's event loop); this one spends about

@@ -1,0 +1,25 @@
+"""Admins: their identities, the audit log, sign-in throttling, and the service layer the admin API,
+the dashboard and the CLI share."""
+
+from __future__ import annotations
+
+from app.admin._audit import AuditTrail, cli_actor, read_audit
+from app.admin._guard import SignInGuard
+from app.admin._identities import ROLES, AdminCache, AdminRecord, AdminStore
+from app.admin._service import AdminService, InputError, apply_key_changes, parse_when, probe_models
+
+__all__ = [
+    "ROLES",
+    "AdminCache",
+    "AdminRecord",
+    "AdminService",
+    "AdminStore",
+    "AuditTrail",
+    "InputError",
+    "SignInGuard",
+    "apply_key_changes",
+    "cli_actor",
+    "parse_when",
+    "probe_models",
+    "read_audit",
+]
