@@ -16,6 +16,7 @@ from app.fake_upstream._faults import (
     garbage,
     hang,
     rate_limited,
+    raw,
     server_error,
     trickle,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "garbage",
     "hang",
     "rate_limited",
+    "raw",
     "server_error",
     "trickle",
 ]

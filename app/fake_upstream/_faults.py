@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-FaultKind = Literal["rate_limited", "server_error", "client_error", "hang", "cut_after", "trickle", "garbage", "delay"]
+FaultKind = Literal[
+    "rate_limited", "server_error", "client_error", "hang", "cut_after", "trickle", "garbage", "delay", "raw",
+]
 
 _KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 
@@ -28,6 +30,9 @@ class Fault:
     chunks: int = 0
     interval: float = 0.0
     seconds: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
+    parts: tuple[bytes, ...] = ()
+    repeat: int = 1
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object `POST /_fake/script` accepts for this fault (so tests can script a subprocess)."""
@@ -47,6 +52,9 @@ class Fault:
                 out["seconds"] = self.seconds
             case "hang":
                 pass
+            case "raw":
+                out.update(status=self.status, headers=[list(h) for h in self.headers],
+                           parts=[part.decode("utf-8", "replace") for part in self.parts], repeat=self.repeat)
         if self.kind == "client_error":
             out["code"] = self.code
         if self.body is not None:
@@ -86,6 +94,11 @@ class Fault:
                     return garbage(int(obj.get("status", 200)))
                 case "delay":
                     return delay(float(obj.get("seconds", 0.0)))
+                case "raw":
+                    pairs = [(str(name), str(value)) for name, value in obj.get("headers", [])]
+                    return raw(int(obj.get("status", 200)), headers=pairs,
+                               parts=[str(part).encode() for part in obj.get("parts", [])],
+                               repeat=int(obj.get("repeat", 1)))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad {kind} fault: {exc}") from exc
         raise AssertionError(kind)  # pragma: no cover - the match above is exhaustive
@@ -156,3 +169,16 @@ def delay(seconds: float) -> Fault:
     """Wait before sending headers, then answer normally (slow time-to-first-byte)."""
     _non_negative("seconds", seconds)
     return Fault("delay", seconds=seconds)
+
+
+def raw(status: int = 200, *, headers: Sequence[tuple[str, str]] = (), parts: Sequence[bytes] = (),
+        repeat: int = 1) -> Fault:
+    """Answer with exactly these headers (any names and values, none added but the framing) and body parts,
+    each written on its own, the whole list ``repeat`` times; then close the connection. For upstreams that
+    break the protocol: odd content types, headers no client should see, streams without event ends."""
+    if not 100 <= status <= 599:
+        raise ValueError(f"raw status must be a valid HTTP status, got {status}")
+    if repeat < 1:
+        raise ValueError("repeat must be >= 1")
+    return Fault("raw", status=status, headers=tuple((str(k), str(v)) for k, v in headers),
+                 parts=tuple(parts), repeat=repeat)

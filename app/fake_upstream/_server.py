@@ -36,6 +36,7 @@ _SERVER_ERROR = p.envelope(
 )
 _GARBAGE = b"<html>oops</html>"
 _SHUTDOWN_GRACE = 0.5
+_MAX_BODY = 256 * 1024 * 1024
 
 _Route = Callable[[web.BaseRequest, int, dict[str, str], dict[str, Any], Fault | None], Awaitable[web.StreamResponse]]
 
@@ -129,7 +130,8 @@ class FakeUpstream:
         self._stopped = asyncio.Event()
         self._stopping = False
         # handler_cancellation: a client that goes away cancels its handler, so in_flight drops at once.
-        server = web.Server(self._dispatch, handler_cancellation=True, access_log=None)
+        server = web.Server(self._dispatch, handler_cancellation=True, access_log=None,
+                            request_factory=self._request_factory)
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE)
         await runner.setup()
         try:
@@ -142,6 +144,12 @@ class FakeUpstream:
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{self.port}/v1"
         return self.base_url
+
+    def _request_factory(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+                         ) -> web.BaseRequest:
+        """Requests as aiohttp makes them, but taking bodies as large as tests send (its default stops at 1 MiB)."""
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                               client_max_size=_MAX_BODY)
 
     async def stop(self) -> None:
         """Release hung requests, then close every connection; safe to call twice."""
@@ -300,9 +308,27 @@ class FakeUpstream:
                 return resp
             case "delay":
                 await asyncio.sleep(fault.seconds)
+            case "raw":
+                return await self._raw(request, fault)
             case "trickle" | "cut_after":
                 pass
         return None
+
+    async def _raw(self, request: web.BaseRequest, fault: Fault) -> web.StreamResponse:
+        resp = web.StreamResponse(status=fault.status)
+        for name, value in fault.headers:
+            resp.headers.add(name, value)
+        try:
+            await resp.prepare(request)
+            for _ in range(fault.repeat):
+                for part in fault.parts:
+                    await resp.write(part)
+            await resp.write_eof()
+        except ConnectionError:
+            self._count_cancel()
+            return resp
+        resp.force_close()  # then close the connection: nothing of this answer may linger on it
+        return resp
 
     # -- OpenAI endpoints ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 import struct
@@ -25,6 +26,7 @@ from app.fake_upstream import (
     garbage,
     hang,
     rate_limited,
+    raw,
     server_error,
     trickle,
 )
@@ -351,6 +353,24 @@ async def test_garbage_fault(upstream: FakeUpstream, session: aiohttp.ClientSess
             assert await resp.read() == b"<html>oops</html>"
 
 
+async def test_raw_fault_sends_exactly_its_headers_and_parts(upstream: FakeUpstream,
+                                                             session: aiohttp.ClientSession) -> None:
+    upstream.script(raw(201, headers=[("content-type", "text/html; x=json"), ("x-odd", "caf\u00e9")],
+                        parts=[b"ab", b"cd"], repeat=3))
+    async with session.post(f"{upstream.base_url}/chat/completions", json=chat_body()) as resp:
+        assert resp.status == 201 and resp.headers["content-type"] == "text/html; x=json"
+        assert resp.headers["x-odd"] == "caf\u00e9" and "x-request-id" not in resp.headers
+        assert await resp.read() == b"abcd" * 3
+
+
+async def test_bodies_larger_than_aiohttps_default_limit_are_taken(upstream: FakeUpstream,
+                                                                   session: aiohttp.ClientSession) -> None:
+    big = io.BytesIO(json.dumps(chat_body(padding="x" * (3 * 1024 * 1024))).encode())
+    async with session.post(f"{upstream.base_url}/chat/completions", data=big,
+                            headers={"content-type": "application/json"}) as resp:
+        assert resp.status == 200
+
+
 async def test_cut_after_stream(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
     upstream.script(cut_after(3))
     async with session.post(f"{upstream.base_url}/chat/completions", json=chat_body(stream=True)) as resp:
@@ -456,6 +476,7 @@ async def test_fault_helpers_validate_and_round_trip() -> None:
         trickle(0.05),
         garbage(500),
         delay(0.2),
+        raw(203, headers=[("content-type", "text/plain"), ("x-a", "1")], parts=[b"one", b"two"], repeat=2),
     ]
     assert [Fault.from_json(f.to_json()) for f in faults] == faults
     with pytest.raises(ValueError):
@@ -468,6 +489,8 @@ async def test_fault_helpers_validate_and_round_trip() -> None:
         delay(-1)
     with pytest.raises(ValueError):
         Fault.from_json({"kind": "explode"})
+    with pytest.raises(ValueError):
+        raw(200, repeat=0)
 
 
 # -- recording and configuration ----------------------------------------------------------------
