@@ -22,6 +22,7 @@ from litestar.types import Message, Scope
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app._db import create_engine, read_meta
+from app._memory import return_large_buffers
 from app._redis import RedisLink
 from app._sync import Refreshable, Syncer
 from app.admin import AdminCache, AdminService, AdminStore, SignInGuard
@@ -223,6 +224,7 @@ def _administration(state: State, settings: Settings, clock: Clock) -> None:
 
 async def _start(state: State, stack: AsyncExitStack) -> None:
     """The first loads (a database that is not ready stops the start in one line), then the background work."""
+    return_large_buffers()
     try:
         await state.key_cache.refresh()
         await state.pool.refresh()

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Mapping
 
+from app._types import Body
 from app.errors import (
     GatewayError,
     RateLimitError,
@@ -227,7 +228,7 @@ class Relay:
         headers = _reply_headers(response.headers, key_headers, exchange.request_id, stream=True)
         return Reply(response.status, headers, stream=relay.events(first), media_type="text/event-stream")
 
-    async def to_owner(self, state: UpstreamState, method: str, path: str, forward: dict[str, str], body: bytes,
+    async def to_owner(self, state: UpstreamState, method: str, path: str, forward: dict[str, str], body: Body,
                        key_headers: Mapping[str, str], request_id: str) -> Reply:
         """One call to a given upstream, passed through as it answers (the per-response endpoints)."""
         with self.pool.lease(state, ()):

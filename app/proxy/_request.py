@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from app._types import Body
 from app.access import resolve_model
 from app.catalog import Catalog, ModelInfo, trim_model
 from app.errors import InvalidRequestError, PermissionDeniedError
@@ -48,7 +49,7 @@ _SESSION_HEADERS = ("session-id", "session_id", "x-session-id")
 _DENSE_TOOLS = 256 * 1024
 
 
-def _ascii(raw: bytes) -> bytes:
+def _ascii(raw: Body) -> Body:
     if b"\\u00" not in raw:
         return raw
     return _ASCII_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
@@ -56,7 +57,7 @@ def _ascii(raw: bytes) -> bytes:
 
 class _ToolHead(msgspec.Struct):
     type: Any = None
-    model: msgspec.Raw | None = None
+    model: Any = None
 
 
 _tools = msgspec.json.Decoder(list[_ToolHead]).decode
@@ -65,7 +66,7 @@ _tools = msgspec.json.Decoder(list[_ToolHead]).decode
 @dataclass(slots=True)
 class ClientRequest:
     endpoint: str
-    raw: bytes
+    raw: Body
     fields: dict[str, msgspec.Raw] = field(repr=False)
     model: ModelInfo
     requested_model: str
@@ -84,7 +85,7 @@ class ClientRequest:
         """True when poolgate, not the client, asks a chat stream for its usage chunk."""
         return "stream_options" in self.changes
 
-    def upstream_body(self, upstream_model: str) -> bytes:
+    def upstream_body(self, upstream_model: str) -> Body:
         """The bytes to send: the client's own unless a field has to change."""
         changes = self.changes
         if upstream_model == self.requested_model and not changes:
@@ -108,7 +109,7 @@ class ClientRequest:
         self.fields = {}
 
 
-def parse_request(raw: bytes, endpoint: str, key: KeyRecord, catalog: Catalog,
+def parse_request(raw: Body, endpoint: str, key: KeyRecord, catalog: Catalog,
                   headers: Mapping[str, str]) -> ClientRequest:
     """Decode and check a request before any upstream is called; raises the client-facing errors."""
     fields = _decode_top(raw)
@@ -154,7 +155,7 @@ def parse_request(raw: bytes, endpoint: str, key: KeyRecord, catalog: Catalog,
     return request
 
 
-def _decode_top(raw: bytes) -> dict[str, msgspec.Raw]:
+def _decode_top(raw: Body) -> dict[str, msgspec.Raw]:
     try:
         fields = _top(raw)
     except msgspec.ValidationError:
@@ -167,7 +168,7 @@ def _decode_top(raw: bytes) -> dict[str, msgspec.Raw]:
     return fields
 
 
-def _refuse_duplicates(raw: bytes, fields: dict[str, msgspec.Raw]) -> None:
+def _refuse_duplicates(raw: Body, fields: dict[str, msgspec.Raw]) -> None:
     """A top-level key given twice is refused: upstreams differ on which one wins, so the request an
     upstream runs could differ from the one checked here (``{"model":"a","model":"b"}``).
 
@@ -311,7 +312,7 @@ def _check_service_tier(request: ClientRequest, key: KeyRecord) -> None:
     request.changes["service_tier"] = _encode(chosen)
 
 
-def _check_modalities(raw: bytes, endpoint: str, allowed: tuple[str, ...]) -> None:
+def _check_modalities(raw: Body, endpoint: str, allowed: tuple[str, ...]) -> None:
     """Every part that carries an image, audio, a file or video, wherever it stands in the body."""
     for match in _PART_TYPE.finditer(_ascii(raw)):
         modality = _PART_MODALITIES[match.group(1).decode()]
@@ -338,7 +339,7 @@ def _check_tool_models(raw_tools: msgspec.Raw, catalog: Catalog, key: KeyRecord)
     for index, head in enumerate(heads):
         if head.model is None:
             continue
-        name = _any(head.model)
+        name = head.model
         if not isinstance(name, str) or not name:
             raise InvalidRequestError("A tool's 'model' must be a model id.", param=f"tools[{index}].model")
         model = catalog.resolve(name)

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
+from app._types import Body
 from app.catalog import CatalogService, ModelInfo
 from app.errors import GatewayError
 from app.proxy._exchange import Exchange, Reply
@@ -66,7 +67,7 @@ class ProxyService:
         self.on_answer = on_answer
         """Told of every answered request (response ownership is remembered from it)."""
 
-    async def handle(self, key: KeyRecord, endpoint: str, raw: bytes, headers: Mapping[str, str],
+    async def handle(self, key: KeyRecord, endpoint: str, raw: Body, headers: Mapping[str, str],
                      key_headers: Mapping[str, str], *, transport: str = "http") -> Reply:
         """Check and relay one request; raises the client-facing GatewayError (its headers set)."""
         request = parse_request(raw, endpoint, key, self.catalog.catalog, headers)

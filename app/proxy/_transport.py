@@ -17,6 +17,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
+from app._types import Body
 from app.settings import Settings
 
 __all__ = [
@@ -75,7 +76,7 @@ class UpstreamResponse(Protocol):
 
 
 class Transport(Protocol):
-    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: bytes,
+    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: Body,
                    *, method: str = "POST", max_connections: int | None = None) -> UpstreamResponse: ...
 
     async def prune(self, live: Iterable[str]) -> None: ...
@@ -173,7 +174,7 @@ class AiohttpTransport:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: bytes,
+    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: Body,
                    *, method: str = "POST", max_connections: int | None = None) -> UpstreamResponse:
         session = self._session(upstream_id, revision, max_connections)
         with map_errors("upstream"):
@@ -241,7 +242,7 @@ class Sent:
     upstream_id: str
     url: str
     headers: dict[str, str]
-    body: bytes
+    body: Body
     method: str = "POST"
 
 
@@ -253,7 +254,7 @@ class MockTransport:
         self.handler = handler
         self.sent: list[Sent] = []
 
-    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: bytes,
+    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: Body,
                    *, method: str = "POST", max_connections: int | None = None) -> UpstreamResponse:
         sent = Sent(upstream_id, url, dict(headers), body, method)
         self.sent.append(sent)
