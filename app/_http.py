@@ -17,16 +17,22 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.errors import error_body
+from app.proxy import new_request_id
 
 __all__ = ["GatewayProtocol", "protocol_for"]
 
 _BUSY = error_body("This gateway has too many open connections right now; try again shortly.", "server_error",
                    "too_many_connections")
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(_BUSY)).encode() + b"\r\n\r\n" + _BUSY)
+            b"connection: close\r\ncontent-length: " + str(len(_BUSY)).encode() + b"\r\nx-request-id: ")
 _TIMEOUT = error_body("The request head did not arrive in time.", "invalid_request_error", "request_timeout")
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-              b"content-length: " + str(len(_TIMEOUT)).encode() + b"\r\n\r\n" + _TIMEOUT)
+              b"content-length: " + str(len(_TIMEOUT)).encode() + b"\r\nx-request-id: ")
+
+
+def _refusal(head: bytes, body: bytes) -> bytes:
+    """The whole answer, with an id of its own like every answer poolgate makes."""
+    return head + new_request_id().encode() + b"\r\n\r\n" + body
 
 
 def _env_float(name: str, default: float) -> float:
@@ -51,7 +57,7 @@ class GatewayProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            transport.write(_REFUSAL)
+            transport.write(_refusal(_REFUSAL, _BUSY))
             transport.close()
             return
         self._arm()
@@ -86,7 +92,7 @@ class GatewayProtocol(HttpToolsProtocol):
     def _expire(self) -> None:
         self._head_timer = None
         if self._awaiting_head and not self.transport.is_closing():
-            self.transport.write(_TIMED_OUT)
+            self.transport.write(_refusal(_TIMED_OUT, _TIMEOUT))
             self.transport.close()
 
 
