@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app._db import create_engine
 from app.settings import Settings
-from app.usage import UsageRecorder, UsageSummary, key_totals, summarize
+from app.usage import UsageRecorder, UsageSummary, key_totals, spend_since, summarize
 from keys import Policy
 from tests.support import CliResult, _in_thread, create_key, poolgate
 
@@ -153,6 +154,23 @@ async def test_a_range_that_cuts_hours_counts_exactly_the_rows_inside_it(engine:
         assert rows[0].totals.requests == expected, minutes
     past = await summarize(engine, since=now - _h(3), until=now - _h(1), group_by=())
     assert past[0].totals.requests == 2  # 70 and 125 minutes ago: an end in the past is exact too
+
+
+async def test_whole_hours_and_days_are_read_from_the_running_totals_not_the_rows(
+        engine: AsyncEngine, now: datetime) -> None:
+    """Reports and budget reloads cost a few rows per key and hour, however many requests there were: whole
+    hours come from the totals kept as rows are written (here, the rows of those hours are gone)."""
+    await _insert(engine, now, ROWS)
+    before = await key_totals(engine, "alice", since=now - timedelta(days=30))
+    spent = await spend_since(engine, now - timedelta(days=30))
+    hour_start = now.replace(minute=0, second=0, microsecond=0)
+    async with engine.begin() as conn:
+        gone = await conn.execute(sql("delete from usage where started_at < :edge and status != 'started'"),
+                                  {"edge": hour_start - _h(1)})
+    assert gone.rowcount >= 5
+    since = (now - timedelta(days=30)).replace(minute=0, second=0, microsecond=0)  # whole hours only
+    assert await key_totals(engine, "alice", since=since) == before
+    assert await spend_since(engine, since) == pytest.approx(spent)
 
 
 async def test_key_totals_sum_one_key_over_every_model(engine: AsyncEngine, now: datetime) -> None:

@@ -4,6 +4,7 @@ lost (or counted twice) while the database refuses writes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -85,8 +86,9 @@ async def test_stopping_while_a_write_waits_on_the_database_loses_no_row(engine:
 
 
 async def test_past_its_bound_usage_spills_to_disk_and_is_replayed_once_the_database_takes_writes(
-        engine: AsyncEngine, tmp_path: Path) -> None:
-    spilled: list[int] = []
+        engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="poolgate")
+    spilled: list[int] = []  # what the metric poolgate_usage_spilled_rows_total counts
     recorder = UsageRecorder(engine, data_dir=tmp_path, queue_limit=100, interval=0.05, on_spill=spilled.append)
     await recorder.open()
     async with engine.begin() as conn:
@@ -100,6 +102,7 @@ async def test_past_its_bound_usage_spills_to_disk_and_is_replayed_once_the_data
         assert sum(spilled) >= 350  # ...because the rest went to the spill file
         spill = list(tmp_path.glob("usage-spill-*.jsonl"))
         assert len(spill) == 1 and spill[0].stat().st_mode & 0o777 == 0o600
+        assert any("spilled" in r.getMessage() and str(spill[0]) in r.getMessage() for r in caplog.records)
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("alter table usage_away rename to usage"))

@@ -7,17 +7,14 @@ pin the gateway to the behaviour measured for this version.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.support import ROOT, wait_for
+from tests.support import wait_for
+from tests.support.npm import NpmUnavailable, npm_package
 
 __all__ = [
     "CODEX_VERSION",
@@ -39,9 +37,6 @@ __all__ = [
 ]
 
 CODEX_VERSION = "0.169.0"
-CACHE = ROOT / ".cache"
-INSTALL_DIR = CACHE / f"codex-{CODEX_VERSION}"
-INSTALL_TIMEOUT = 900.0
 PROVIDER = "poolgate"
 KEY_VARIABLE = "POOLGATE_KEY"
 
@@ -50,64 +45,23 @@ class CodexUnavailable(Exception):
     """Codex cannot be installed or run here (no npm, no network, a broken download): the tests skip."""
 
 
-def _installed(directory: Path) -> Path | None:
-    binary = directory / "node_modules" / ".bin" / "codex"
-    if not binary.exists():
-        return None
+def _runs(folder: Path) -> bool:
+    binary = folder / "node_modules" / ".bin" / "codex"
     try:
         version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return binary if version.returncode == 0 and CODEX_VERSION in version.stdout else None
-
-
-@contextmanager
-def _install_lock() -> Iterator[None]:
-    """One install at a time across processes (parallel test runs share the cache)."""
-    CACHE.mkdir(exist_ok=True)
-    with (CACHE / f"codex-{CODEX_VERSION}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+    return version.returncode == 0 and CODEX_VERSION in version.stdout
 
 
 @functools.cache
 def codex_binary() -> Path:
     """The pinned ``codex`` executable, installing it with npm on first use; raises CodexUnavailable."""
-    found = _installed(INSTALL_DIR)
-    if found is not None:
-        return found
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise CodexUnavailable("node and npm are needed to install @openai/codex")
-    with _install_lock():
-        found = _installed(INSTALL_DIR)  # another process may have finished while we waited
-        if found is not None:
-            return found
-        for stale in CACHE.glob(f"codex-{CODEX_VERSION}.tmp-*"):  # left by an install that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = CACHE / f"codex-{CODEX_VERSION}.tmp-{os.getpid()}"
-        staging.mkdir(parents=True)
-        command = [npm, "install", "--prefix", str(staging), "--no-save", "--no-audit", "--no-fund",
-                   "--no-package-lock", "--loglevel=error", f"@openai/codex@{CODEX_VERSION}"]
-        try:
-            done = subprocess.run(command, cwd=staging, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise CodexUnavailable(f"npm install @openai/codex@{CODEX_VERSION} did not finish: {exc}") from None
-        if done.returncode != 0 or _installed(staging) is None:
-            shutil.rmtree(staging, ignore_errors=True)
-            lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            reason = [line for line in lines if "complete log" not in line][:3]
-            raise CodexUnavailable(f"npm install @openai/codex@{CODEX_VERSION} failed: {' | '.join(reason)}")
-        shutil.rmtree(INSTALL_DIR, ignore_errors=True)  # a broken earlier install
-        staging.rename(INSTALL_DIR)  # atomic: a directory is either complete or absent
-    found = _installed(INSTALL_DIR)
-    if found is None:
-        raise CodexUnavailable(f"the installed codex in {INSTALL_DIR} does not run")
-    return found
+    try:
+        folder = npm_package("@openai/codex", CODEX_VERSION, _runs)
+    except NpmUnavailable as exc:
+        raise CodexUnavailable(str(exc)) from None
+    return folder / "node_modules" / ".bin" / "codex"
 
 
 @dataclass
