@@ -178,11 +178,11 @@ class UsageRecorder:
         rollups = Rollups()
         for row in inserts.values():
             if row["status"] != "started":
-                rollups.add(row)
+                rollups.add(_fit(row))  # the totals group by what the row itself keeps
         for rid, values in updates.items():
             opened = values.get("opened") or self._open.get(rid)
             if opened is not None:
-                rollups.add({**opened, **values})
+                rollups.add(_fit({**opened, **values}))
         if inserts:
             await conn.execute(USAGE.insert(), [_db_row(row) for row in inserts.values()])
         if updates:
