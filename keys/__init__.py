@@ -20,8 +20,8 @@ from keys._policy import (
     policy_from_dict,
     validate_pattern,
 )
-from keys._records import KeyRecord, KeyStatus
-from keys._store import AuditHook, KeyAlreadyRevoked, KeyNameTaken, KeyNotFound, KeyRevoked, KeyStore, StoreError
+from keys._records import KeyRecord
+from keys._store import KeyAlreadyRevoked, KeyNameTaken, KeyNotFound, KeyRevoked, KeyStore, StoreError
 from keys._token import ADMIN_PREFIX, generate_token, hash_secret, parse_token
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "MODALITIES",
     "SERVICE_TIERS",
     "VERBOSITIES",
-    "AuditHook",
     "AuthRejected",
     "KeyAlreadyRevoked",
     "KeyCache",
@@ -39,7 +38,6 @@ __all__ = [
     "KeyNotFound",
     "KeyRecord",
     "KeyRevoked",
-    "KeyStatus",
     "KeyStore",
     "Matcher",
     "NameIndex",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from app.admin._audit import AuditTrail, cli_actor, read_audit
 from app.admin._guard import SignInGuard
 from app.admin._identities import ROLES, AdminCache, AdminRecord, AdminStore
-from app.admin._service import AdminService, InputError, apply_key_changes, parse_when, probe_models
+from app.admin._service import AdminService, probe_models
 
 __all__ = [
     "ROLES",
@@ -15,11 +15,8 @@ __all__ = [
     "AdminService",
     "AdminStore",
     "AuditTrail",
-    "InputError",
     "SignInGuard",
-    "apply_key_changes",
     "cli_actor",
-    "parse_when",
     "probe_models",
     "read_audit",
 ]

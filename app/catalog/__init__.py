@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from app.catalog._codex import DEFAULT_BASE_INSTRUCTIONS, codex_entry
+from app.catalog._codex import codex_entry
 from app.catalog._loader import Catalog, build_catalog, load_bundled
-from app.catalog._model import ENDPOINTS, CatalogError, ModelInfo, Pricing, parse_version
+from app.catalog._model import ENDPOINTS, CatalogError, ModelInfo, parse_version
 from app.catalog._paging import PageTokenError, read_page_token
 from app.catalog._service import CatalogService
-from app.catalog._trim import TrimmedModel, trim_model
-from app.catalog._views import ModelView, Served, build_view, render_page
+from app.catalog._trim import trim_model
+from app.catalog._views import Served, build_view, render_page
 
 __all__ = [
-    "DEFAULT_BASE_INSTRUCTIONS",
     "ENDPOINTS",
     "Catalog",
     "CatalogError",
     "CatalogService",
     "ModelInfo",
-    "ModelView",
     "PageTokenError",
-    "Pricing",
     "Served",
-    "TrimmedModel",
     "build_catalog",
     "build_view",
     "codex_entry",

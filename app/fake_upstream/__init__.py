@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from app.fake_upstream._faults import (
     Fault,
-    FaultKind,
     client_error,
     cut_after,
     delay,
@@ -20,13 +19,11 @@ from app.fake_upstream._faults import (
     server_error,
     trickle,
 )
-from app.fake_upstream._server import FakeUpstream, Received
+from app.fake_upstream._server import FakeUpstream
 
 __all__ = [
     "FakeUpstream",
     "Fault",
-    "FaultKind",
-    "Received",
     "client_error",
     "cut_after",
     "delay",

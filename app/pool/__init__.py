@@ -7,11 +7,9 @@ from app.pool._state import UpstreamState, parse_reset
 from app.pool._store import (
     KINDS,
     ModelRoute,
-    UpstreamAuditHook,
     UpstreamNotFound,
     UpstreamRecord,
     UpstreamStore,
-    check_base_url,
     parse_routes,
 )
 
@@ -22,12 +20,10 @@ __all__ = [
     "NoUpstream",
     "Pool",
     "PoolExhausted",
-    "UpstreamAuditHook",
     "UpstreamNotFound",
     "UpstreamRecord",
     "UpstreamState",
     "UpstreamStore",
-    "check_base_url",
     "credential_headers",
     "parse_reset",
     "parse_routes",

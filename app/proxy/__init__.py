@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from app.proxy._exchange import Exchange, Reply, new_request_id
 from app.proxy._relay import Relay, RetryBudget
-from app.proxy._request import ClientRequest, parse_request
-from app.proxy._service import CLIENT_CLOSED, ProxyService, cost_usd
+from app.proxy._request import parse_request
+from app.proxy._service import ProxyService, cost_usd
 from app.proxy._transport import (
     AiohttpTransport,
     ConnectFailed,
@@ -14,14 +14,11 @@ from app.proxy._transport import (
     ReadFailed,
     Transport,
     TransportError,
-    UpstreamTimedOut,
 )
-from app.proxy._usage import Usage, read_answer
+from app.proxy._usage import Usage
 
 __all__ = [
-    "CLIENT_CLOSED",
     "AiohttpTransport",
-    "ClientRequest",
     "ConnectFailed",
     "Exchange",
     "MockResponse",
@@ -33,10 +30,8 @@ __all__ = [
     "RetryBudget",
     "Transport",
     "TransportError",
-    "UpstreamTimedOut",
     "Usage",
     "cost_usd",
     "new_request_id",
     "parse_request",
-    "read_answer",
 ]

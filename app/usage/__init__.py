@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from app.usage._recorder import UsageRecorder
-from app.usage._report import GROUPS, Totals, UsageSummary, key_totals, merge, spend_since, summarize, timeseries
+from app.usage._report import GROUPS, UsageSummary, key_totals, merge, spend_since, summarize
 
 __all__ = [
     "GROUPS",
-    "Totals",
     "UsageRecorder",
     "UsageSummary",
     "key_totals",
     "merge",
     "spend_since",
     "summarize",
-    "timeseries",
 ]
