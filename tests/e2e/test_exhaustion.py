@@ -6,6 +6,7 @@ Memory is read from /proc for a server in a process of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -35,6 +36,17 @@ def read_all(sock: socket.socket) -> bytes:
         data += chunk
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length (head and body), leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    length = int(head_of(data)["content-length"])
+    while len(data.split(b"\r\n\r\n", 1)[1]) < length:
+        data += sock.recv(65536)
+    return data
+
+
 def head_of(answer: bytes) -> dict[str, str]:
     lines = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
     return {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
@@ -42,9 +54,13 @@ def head_of(answer: bytes) -> dict[str, str]:
 
 def test_a_half_sent_request_head_is_answered_408_and_closed(make_gateway: Any) -> None:
     gateway = make_gateway(head_timeout=1.0)
-    slow = connect(gateway.server.port)
+    with connect(gateway.server.port) as slow, connect(gateway.server.port) as trickle:
+        _half_heads(slow, trickle)
+    assert gateway.server.http.get("/healthz").status == 200  # the server itself is fine
+
+
+def _half_heads(slow: socket.socket, trickle: socket.socket) -> None:
     slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: poolgate\r\n")
-    trickle = connect(gateway.server.port)
     try:
         for byte in b"GET /healthz HTTP/1.1\r\nHost: poolgate\r\n":  # a byte at a time: closed just the same
             trickle.sendall(bytes([byte]))
@@ -56,32 +72,27 @@ def test_a_half_sent_request_head_is_answered_408_and_closed(make_gateway: Any) 
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert head_of(answer)["x-request-id"].startswith("req_")
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
-        sock.close()
-    assert gateway.server.http.get("/healthz").status == 200  # the server itself is fine
 
 
 def test_an_idle_keep_alive_connection_is_closed(make_gateway: Any) -> None:
     gateway = make_gateway(keepalive_timeout=1.0, head_timeout=30.0)
-    sock = connect(gateway.server.port)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: poolgate\r\n\r\n")
-    first = sock.recv(65536)
-    assert first.startswith(b"HTTP/1.1 200 ")
-    assert read_all(sock) == b""  # nothing more, then the server closes: it does not hold the socket for ever
-    sock.close()
+    with connect(gateway.server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: poolgate\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        assert read_all(sock) == b""  # nothing more, then the server closes: it does not hold the socket for ever
 
 
 def test_past_the_connection_cap_a_new_connection_gets_a_clear_503(make_gateway: Any) -> None:
     gateway = make_gateway(max_connections=5, head_timeout=30.0)
-    held = [connect(gateway.server.port) for _ in range(5)]
-    time.sleep(0.2)  # (the server has taken them all: accepting is the server's, not the client's, step)
-    extra = connect(gateway.server.port)
-    answer = read_all(extra)
+    with contextlib.ExitStack() as sockets:
+        for _ in range(5):
+            sockets.enter_context(connect(gateway.server.port))
+        time.sleep(0.2)  # (the server has taken them all: accepting is the server's, not the client's, step)
+        answer = read_all(sockets.enter_context(connect(gateway.server.port)))
     assert answer.startswith(b"HTTP/1.1 503 ")
     body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert body["error"]["code"] == "too_many_connections"
     assert head_of(answer)["x-request-id"].startswith("req_")
-    for sock in (*held, extra):
-        sock.close()
     time.sleep(0.2)
     assert gateway.server.http.get("/healthz").status == 200  # places free again once they close
 

@@ -65,7 +65,11 @@ def test_only_serve_demo_and_db_upgrade_create_a_database(empty_settings: Settin
         result = poolgate(empty_settings, *args)
         assert result.code == 1, args
         [line] = result.stderr.strip().splitlines()
-        assert "no poolgate database at" in line and "poolgate db upgrade" in line
+        assert "poolgate db upgrade" in line
+        if empty_settings.is_sqlite:
+            assert f"no poolgate database at {empty_settings.data_dir / 'poolgate.db'}" in line
+        else:
+            assert "has no poolgate schema" in line and "127.0.0.1:5432" in line
     assert not (empty_settings.data_dir / "poolgate.db").exists()
 
 
