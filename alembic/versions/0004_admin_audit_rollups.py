@@ -5,6 +5,9 @@ Revises: 0003
 Create Date: 2026-11-28
 
 The totals are filled from the usage rows already there, so reports over old usage stay whole.
+Besides the totals per (key, model, upstream), two narrow ones answer the common reports in few rows:
+per key and day, and per model and upstream and hour (the whole fleet). On SQLite every totals table is
+stored in its primary key's order (WITHOUT ROWID), so a range of it is read in one pass.
 """
 
 from __future__ import annotations
@@ -21,30 +24,44 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 COUNTERS = sa.table("counters", sa.column("name", sa.String), sa.column("value", sa.BigInteger))
-LATENCY_BOUNDS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000, 300_000)
+LATENCY_BOUNDS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000, 300_000)
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 LAT = [f"lat_{i:02d}" for i in range(len(LATENCY_BOUNDS_MS) + 1)]
 
 
+SHAPES = {
+    # table: (bucket size, its dimensions, its primary key)
+    "usage_hourly": (3600, ("key_id", "model", "upstream"), ("bucket", "key_id", "model", "upstream")),
+    "usage_daily": (86_400, ("key_id", "model", "upstream"), ("bucket", "key_id", "model", "upstream")),
+    "usage_key_daily": (86_400, ("key_id",), ("key_id", "bucket")),
+    "usage_fleet_hourly": (3600, ("model", "upstream"), ("bucket", "model", "upstream")),
+}
+WIDTHS = {"key_id": 32, "model": 200, "upstream": 200}
+SOURCES = {"key_id": "key_id", "model": "model", "upstream": "COALESCE(upstream, '')"}
+
+
 def _rollup(name: str) -> None:
+    _, dims, primary = SHAPES[name]
+    narrow = name in ("usage_key_daily", "usage_fleet_hourly")
     op.create_table(
         name,
         sa.Column("bucket", sa.BigInteger(), nullable=False),
-        sa.Column("key_id", sa.String(length=32), nullable=False),
-        sa.Column("model", sa.String(length=200), nullable=False),
-        sa.Column("upstream", sa.String(length=200), nullable=False),
+        *(sa.Column(dim, sa.String(length=WIDTHS[dim]), nullable=False) for dim in dims),
         *(sa.Column(count, sa.BigInteger(), nullable=False) for count in COUNTS),
         sa.Column("cost_usd", sa.Float(), nullable=False),
         sa.Column("latency_ms_sum", sa.Float(), nullable=False),
         *(sa.Column(column, sa.Integer(), nullable=False) for column in LAT),
-        sa.PrimaryKeyConstraint("bucket", "key_id", "model", "upstream"),
+        sa.PrimaryKeyConstraint(*primary),
+        sqlite_with_rowid=False,
     )
-    with op.batch_alter_table(name, schema=None) as batch_op:
-        batch_op.create_index(f"ix_{name}_key_bucket", ["key_id", "bucket"], unique=False)
+    if not narrow:
+        with op.batch_alter_table(name, schema=None) as batch_op:
+            batch_op.create_index(f"ix_{name}_key_bucket", ["key_id", "bucket"], unique=False)
 
 
-def _backfill(name: str, size: int) -> None:
+def _backfill(name: str) -> None:
     """Sum the finished rows already there into the new table, in the database."""
+    size, dims, _ = SHAPES[name]
     dialect = op.get_bind().dialect.name
     epoch = ("CAST(strftime('%s', started_at) AS INTEGER)" if dialect == "sqlite"
              else "CAST(floor(extract(epoch from started_at)) AS BIGINT)")
@@ -59,15 +76,16 @@ def _backfill(name: str, size: int) -> None:
         ) if part)
         cases.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS {column}")
         low = high
+    sources = ", ".join(SOURCES[dim] for dim in dims)
     # Every name below is this file's constant; nothing comes from input.
     op.execute(
-        f"INSERT INTO {name} (bucket, key_id, model, upstream, {', '.join(COUNTS)}, cost_usd, latency_ms_sum, "  # noqa: S608
+        f"INSERT INTO {name} (bucket, {', '.join(dims)}, {', '.join(COUNTS)}, cost_usd, latency_ms_sum, "  # noqa: S608
         f"{', '.join(LAT)}) "
-        f"SELECT {epoch} / {size}, key_id, model, COALESCE(upstream, ''), COUNT(*), "
+        f"SELECT {epoch} / {size}, {sources}, COUNT(*), "
         "SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
         "SUM(cached_tokens), SUM(reasoning_tokens), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(latency_ms), 0), "
         f"{', '.join(cases)} "
-        f"FROM usage WHERE status <> 'started' GROUP BY {epoch} / {size}, key_id, model, COALESCE(upstream, '')"
+        f"FROM usage WHERE status <> 'started' GROUP BY {epoch} / {size}, {sources}"
     )
 
 
@@ -105,10 +123,9 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_log_at", ["at"], unique=False)
     with op.batch_alter_table("usage", schema=None) as batch_op:
         batch_op.create_index("ix_usage_started", ["started_at"], unique=False)
-    _rollup("usage_hourly")
-    _rollup("usage_daily")
-    _backfill("usage_hourly", 3600)
-    _backfill("usage_daily", 86_400)
+    for name in SHAPES:
+        _rollup(name)
+        _backfill(name)
     op.bulk_insert(COUNTERS, [{"name": "admins", "value": 0}])
 
 
@@ -116,6 +133,8 @@ def downgrade() -> None:
     op.execute(COUNTERS.delete().where(COUNTERS.c.name == "admins"))
     with op.batch_alter_table("usage", schema=None) as batch_op:
         batch_op.drop_index("ix_usage_started")
+    op.drop_table("usage_fleet_hourly")
+    op.drop_table("usage_key_daily")
     for name in ("usage_daily", "usage_hourly"):
         with op.batch_alter_table(name, schema=None) as batch_op:
             batch_op.drop_index(f"ix_{name}_key_bucket")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from limits.aio.storage import Storage
 from limits.errors import ConfigurationError
@@ -233,6 +233,24 @@ class QuotaService:
             await self.windows.take_all(f"TOK:{key.id}", windows, delta, force=True)
         except QuotaStoreUnavailable as exc:  # the answer is already on its way; only the count is lost
             log.warning("could not settle %d tokens for key %s: %s", delta, key.id, exc)
+
+    async def left(self, key: KeyRecord) -> list[dict[str, Any]]:
+        """What remains now of each of the key's windows, spending nothing (for the member page)."""
+        quotas = key.policy.quotas
+        out: list[dict[str, Any]] = []
+        for kind, name, pairs in (("requests", f"REQ:{key.id}", ((quotas.rpm, MINUTE), (quotas.rpd, DAY))),
+                                  ("tokens", f"TOK:{key.id}", ((quotas.tpm, MINUTE), (quotas.tpd, DAY)))):
+            windows = [(limit, period) for limit, period in pairs if limit]
+            if not windows:
+                continue
+            try:
+                taken = await self.windows.take_all(name, windows, 0)
+            except QuotaStoreUnavailable:
+                taken = []
+            for (limit, period), window in zip(windows, taken, strict=False):
+                out.append({"kind": kind, "per": "minute" if period == MINUTE else "day", "limit": limit,
+                            "remaining": max(0, window.remaining), "whole_in": window.whole_in})
+        return out
 
     def rejected(self, key: KeyRecord, kind: str) -> None:
         if self._on_reject is not None:

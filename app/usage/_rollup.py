@@ -1,8 +1,9 @@
 """Running totals of usage per hour and per day, added to in the same transaction as the rows they count.
 
-A finished request adds to one hourly and one daily bucket of (key, model, upstream). The
-writer sums a batch in memory first, so a flush of a thousand requests of one key is two
-upserts. The SQL is the same on SQLite and PostgreSQL (``ON CONFLICT ... DO UPDATE``).
+A finished request adds to one bucket of each totals table (``_table.ROLLUP_SHAPES``): per hour and per
+day by key, model and upstream; per day by key; per hour by model and upstream. The writer sums a batch in
+memory first, so a flush of a thousand requests of one key is four upserts. The SQL is the same on
+SQLite and PostgreSQL (``ON CONFLICT ... DO UPDATE``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.usage._table import LATENCY_BOUNDS_MS, ROLLUP_COUNTS
+from app.usage._table import LATENCY_BOUNDS_MS, ROLLUP_COUNTS, ROLLUP_SHAPES
 
 __all__ = ["DAY", "HOUR", "UPSERTS", "Rollups", "latency_percentile"]
 
@@ -23,15 +24,16 @@ _SUMS = [*ROLLUP_COUNTS, "cost_usd", "latency_ms_sum", *_LAT]
 
 
 def _upsert(table: str) -> str:
-    columns = ["bucket", "key_id", "model", "upstream", *_SUMS]
+    _, dims = ROLLUP_SHAPES[table]
+    columns = ["bucket", *dims, *_SUMS]
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _SUMS)
     # Table and column names are this module's constants; every value is a bound parameter.
     values = ", ".join(":" + c for c in columns)
     insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "  # noqa: S608
-    return insert + f"ON CONFLICT (bucket, key_id, model, upstream) DO UPDATE SET {updates}"
+    return insert + f"ON CONFLICT ({', '.join(('bucket', *dims))}) DO UPDATE SET {updates}"
 
 
-UPSERTS = {"usage_hourly": _upsert("usage_hourly"), "usage_daily": _upsert("usage_daily")}
+UPSERTS = {table: _upsert(table) for table in ROLLUP_SHAPES}
 
 
 @dataclass(slots=True)
@@ -43,48 +45,48 @@ class _Totals:
 
 
 class Rollups:
-    """One batch's additions to the hourly and daily totals."""
+    """One batch's additions to every totals table."""
 
-    __slots__ = ("_daily", "_hourly")
+    __slots__ = ("_tables",)
 
     def __init__(self) -> None:
-        self._hourly: dict[tuple[int, str, str, str], _Totals] = {}
-        self._daily: dict[tuple[int, str, str, str], _Totals] = {}
+        self._tables: dict[str, dict[tuple[Any, ...], _Totals]] = {table: {} for table in ROLLUP_SHAPES}
 
     def __bool__(self) -> bool:
-        return bool(self._hourly)
+        return bool(self._tables["usage_hourly"])
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Count one finished row (``started_at`` as epoch seconds)."""
         started = int(row["started_at"])
-        key_id, model, upstream = row["key_id"], row["model"], row.get("upstream") or ""
+        values = {"key_id": row["key_id"], "model": row["model"], "upstream": row.get("upstream") or ""}
         latency = row.get("latency_ms")
-        for store, size in ((self._hourly, HOUR), (self._daily, DAY)):
-            slot = (started // size, key_id, model, upstream)
+        slot_of_latency = None if latency is None else bisect_left(LATENCY_BOUNDS_MS, latency)
+        added = (1, int(row["status"] != "ok"), row.get("input_tokens") or 0, row.get("output_tokens") or 0,
+                 row.get("cached_tokens") or 0, row.get("reasoning_tokens") or 0)
+        cost = row.get("cost_usd") or 0.0
+        for table, (size, dims) in ROLLUP_SHAPES.items():
+            store = self._tables[table]
+            slot = (started // size, *(values[dim] for dim in dims))
             totals = store.get(slot)
             if totals is None:
                 totals = store[slot] = _Totals()
             counts = totals.counts
-            counts[0] += 1
-            counts[1] += row["status"] != "ok"
-            counts[2] += row.get("input_tokens") or 0
-            counts[3] += row.get("output_tokens") or 0
-            counts[4] += row.get("cached_tokens") or 0
-            counts[5] += row.get("reasoning_tokens") or 0
-            totals.cost += row.get("cost_usd") or 0.0
-            if latency is not None:
+            for index, amount in enumerate(added):
+                counts[index] += amount
+            totals.cost += cost
+            if slot_of_latency is not None and latency is not None:
                 totals.latency += latency
-                totals.histogram[bisect_left(LATENCY_BOUNDS_MS, latency)] += 1
+                totals.histogram[slot_of_latency] += 1
 
     def params(self) -> dict[str, list[dict[str, Any]]]:
-        """Rows for the two upserts."""
-        return {"usage_hourly": _params(self._hourly.items()), "usage_daily": _params(self._daily.items())}
+        """Rows for each table's upsert."""
+        return {table: _params(ROLLUP_SHAPES[table][1], store.items()) for table, store in self._tables.items()}
 
 
-def _params(items: Iterable[tuple[tuple[int, str, str, str], _Totals]]) -> list[dict[str, Any]]:
+def _params(dims: tuple[str, ...], items: Iterable[tuple[tuple[Any, ...], _Totals]]) -> list[dict[str, Any]]:
     rows = []
-    for (bucket, key_id, model, upstream), totals in items:
-        row: dict[str, Any] = {"bucket": bucket, "key_id": key_id, "model": model, "upstream": upstream}
+    for slot, totals in items:
+        row: dict[str, Any] = {"bucket": slot[0], **dict(zip(dims, slot[1:], strict=True))}
         row.update(zip(ROLLUP_COUNTS, totals.counts, strict=True))
         row["cost_usd"] = totals.cost
         row["latency_ms_sum"] = totals.latency
