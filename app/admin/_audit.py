@@ -2,7 +2,8 @@
 
 Entries are written inside the transaction that makes the change, so a change and its entry land
 together or not at all. They hold the public form of what changed (a key's policy, an upstream's
-settings), never a secret: keys' hashes and upstream credentials have no public form.
+settings, an admin's name and role), never a secret: keys' hashes, admin tokens and upstream
+credentials have no public form.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.admin._identities import AdminRecord
 from app.admin._table import AuditRow
 from app.pool import UpstreamRecord
 from keys import KeyRecord
@@ -48,6 +50,12 @@ def _upstream_view(record: UpstreamRecord | None) -> dict[str, Any] | None:
     return {k: v for k, v in record.public().items() if k not in _VOLATILE}
 
 
+def _admin_view(record: AdminRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {k: v for k, v in record.public().items() if k not in _VOLATILE}
+
+
 class AuditTrail:
     """One actor's audit entries; its methods are the stores' audit hooks."""
 
@@ -66,8 +74,16 @@ class AuditTrail:
 
     async def upstream(self, conn: AsyncConnection, action: str, before: UpstreamRecord | None,
                        after: UpstreamRecord) -> None:
-        await self.record(conn, action, f"upstream {after.id} ({after.name})", _upstream_view(before),
-                          _upstream_view(after))
+        after_view = _upstream_view(after)
+        replaced = before is not None and before.credential is not None and after.credential is not None \
+            and before.credential != after.credential
+        if replaced and after_view is not None:
+            # The credential never shows, so say that it was replaced: otherwise the entry reads as no change.
+            after_view["credential_replaced"] = True
+        await self.record(conn, action, f"upstream {after.id} ({after.name})", _upstream_view(before), after_view)
+
+    async def admin(self, conn: AsyncConnection, action: str, before: AdminRecord | None, after: AdminRecord) -> None:
+        await self.record(conn, action, f"admin {after.id} ({after.name})", _admin_view(before), _admin_view(after))
 
 
 async def read_audit(engine: AsyncEngine, *, limit: int = 100, before_id: int | None = None,

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Row, Table, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app._db import COUNTERS, bump_counter, read_counter, write_transaction
 from app.admin._table import AdminRow
 from keys import ADMIN_PREFIX, StoreError, generate_token, hash_secret, parse_token
 
-__all__ = ["ROLES", "AdminCache", "AdminRecord", "AdminStore", "Role"]
+__all__ = ["ROLES", "AdminAuditHook", "AdminCache", "AdminRecord", "AdminStore", "Role"]
 
 ADMINS: Table = AdminRow.__table__  # type: ignore[attr-defined]
 Role = Literal["admin", "viewer"]
@@ -75,9 +75,17 @@ def _check_name(name: str) -> str:
     return cleaned
 
 
+AdminAuditHook = Callable[[AsyncConnection, str, AdminRecord | None, AdminRecord], Awaitable[None]]
+"""Records a change inside the transaction that makes it (the audit log), as for keys and upstreams."""
+
+
 class AdminStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Admins in the database. ``audit`` (when given) records each creation and revocation inside the
+    transaction that makes it; every door that changes admins passes one (see ``AdminService``)."""
+
+    def __init__(self, engine: AsyncEngine, audit: AdminAuditHook | None = None) -> None:
         self.engine = engine
+        self.audit = audit
 
     async def create(self, name: str, role: str) -> tuple[AdminRecord, str]:
         """A new admin and its token (shown once; only its hash is stored)."""
@@ -93,8 +101,10 @@ class AdminStore:
                     created_at=datetime.now(UTC), revision=revision))
             except IntegrityError:
                 raise StoreError(f"an admin named {name!r} already exists; choose another name") from None
-            row = (await conn.execute(select(ADMINS).where(ADMINS.c.id == parts.public_id))).one()
-        return _record(row), token
+            record = _record((await conn.execute(select(ADMINS).where(ADMINS.c.id == parts.public_id))).one())
+            if self.audit is not None:
+                await self.audit(conn, "admin.create", None, record)
+        return record, token
 
     async def list(self, *, include_revoked: bool = False) -> list[AdminRecord]:
         query = select(ADMINS).order_by(ADMINS.c.created_at, ADMINS.c.id)
@@ -113,7 +123,10 @@ class AdminStore:
             revision = await bump_counter(conn, "admins")
             await conn.execute(update(ADMINS).where(ADMINS.c.id == row.id)
                                .values(revoked_at=datetime.now(UTC), revision=revision))
-            return _record((await conn.execute(select(ADMINS).where(ADMINS.c.id == row.id))).one())
+            record = _record((await conn.execute(select(ADMINS).where(ADMINS.c.id == row.id))).one())
+            if self.audit is not None:
+                await self.audit(conn, "admin.revoke", _record(row), record)
+            return record
 
     async def live(self, public_id: str) -> AdminRecord | None:
         async with self.engine.connect() as conn:

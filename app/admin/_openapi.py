@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 import app
+from app.admin._service import MAX_GRACE_SECONDS
 
 __all__ = ["openapi_document", "openapi_spec"]
 
@@ -92,7 +93,11 @@ _UPSTREAM_IN: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {"type": "string"}, "base_url": {"type": "string"},
-        "models": {**_STRINGS, "description": "patterns; 'o3=o3-2025-04-16' calls a model by another name there"},
+        "models": {"type": "array", "items": {"oneOf": [{"type": "string"}, {
+            "type": "object", "required": ["pattern"], "additionalProperties": False,
+            "properties": {"pattern": {"type": "string"}, "upstream_model": {"type": ["string", "null"]}}}]},
+                   "description": "patterns; 'o3=o3-2025-04-16' (or {\"pattern\": \"o3\", \"upstream_model\": "
+                                  "\"o3-2025-04-16\"}) calls a model by another name there"},
         "api_key": {"type": ["string", "null"], "writeOnly": True,
                     "description": "the account's API key: stored encrypted, never returned"},
         "weight": {"type": "number"}, "tier": {"type": "integer"}, "max_concurrency": {"type": ["integer", "null"]},
@@ -140,7 +145,8 @@ def openapi_spec() -> dict[str, Any]:
             "/keys/{ref}/rotate": {
                 "post": {"summary": "Give a key a new secret", "parameters": [REF],
                          "requestBody": {"content": {"application/json": {"schema": {
-                             "type": "object", "properties": {"grace_seconds": {"type": "number", "minimum": 0}}}}}},
+                             "type": "object", "properties": {"grace_seconds": {
+                                 "type": "number", "minimum": 0, "maximum": int(MAX_GRACE_SECONDS)}}}}}},
                          "responses": {"200": created["201"], **_errors(400, 403, 404, 409)}},
             },
             "/upstreams": {
@@ -172,6 +178,7 @@ def openapi_spec() -> dict[str, Any]:
                     _param("key", "query", "a key's id or name"), _param("model", "query"),
                     _param("upstream", "query"),
                     _param("group_by", "query", "comma-separated: key, model, upstream, day, hour (default key,model)"),
+                    _param("limit", "query", "only the N costliest rows (1-100000); totals still count every row"),
                     _param("format", "query", "json (default) or csv"),
                 ], "responses": {"200": {"description": "OK", "content": {
                     "application/json": {"schema": _ref("UsageReport")}, "text/csv": {"schema": {"type": "string"}}}},
@@ -211,7 +218,8 @@ def openapi_spec() -> dict[str, Any]:
                 "UpstreamIn": _UPSTREAM_IN,
                 "UsageReport": {"type": "object", "properties": {
                     "since": {"type": "string"}, "until": {"type": "string"}, "group_by": _STRINGS,
-                    "rows": {"type": "array", "items": _TOTALS}, "totals": _TOTALS}},
+                    "rows": {"type": "array", "items": _TOTALS}, "totals": _TOTALS,
+                    "has_more": {"type": "boolean", "description": "true when limit cut the rows"}}},
                 "AuditEntry": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
                     "source": {"enum": ["api", "dashboard", "cli"]}, "action": {"type": "string"},

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admin._audit import AuditTrail
+from app.admin._identities import AdminRecord, AdminStore
 from app.crypto import Vault
 from app.pool import KINDS, UpstreamRecord, UpstreamStore, credential_headers, parse_routes
 from app.pool._store import ModelRoute
@@ -39,6 +40,9 @@ KEY_FIELDS = frozenset({
 UPSTREAM_FIELDS = frozenset({
     "name", "base_url", "models", "api_key", "weight", "tier", "max_concurrency", "enabled", "kind",
 })
+MAX_GRACE_SECONDS = 365 * 86400.0
+"""How long a rotated key's old secret may keep working, at most."""
+_YEAR_10000 = 253_402_300_800.0
 
 
 class InputError(StoreError):
@@ -83,6 +87,8 @@ def parse_when(value: object, field: str = "expires_at") -> float | None:
         raise InputError(f"'{field}' must be an ISO date or time, or null", field)
     if moment <= time.time():
         raise InputError(f"'{field}' is in the past", field)
+    if moment >= _YEAR_10000:
+        raise InputError(f"'{field}' is after the year 9999", field)
     return moment
 
 
@@ -151,9 +157,9 @@ async def probe_models(base_url: str, headers: Mapping[str, str], wait: float) -
     try:
         status, body = await AiohttpTransport.get_once(base_url + "/models", headers, wait)
     except TransportError as exc:
-        return {"ok": False, "status": None, "latency_ms": (time.perf_counter() - started) * 1000, "models": [],
-                "error": str(exc)}
-    latency = (time.perf_counter() - started) * 1000
+        return {"ok": False, "status": None, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                "models": [], "error": str(exc)}
+    latency = round((time.perf_counter() - started) * 1000, 1)
     if status != 200:
         return {"ok": False, "status": status, "latency_ms": latency, "models": [],
                 "error": f"HTTP {status} from {base_url}/models"}
@@ -216,10 +222,10 @@ class AdminService:
             raise InputError("nothing to change: give at least one field")
         policy_fields = {k: v for k, v in changes.items() if k not in ("name", "expires_at", "disabled")}
         disabled = changes.get("disabled")
-        if disabled is not None and not isinstance(disabled, bool):
+        if "disabled" in changes and not isinstance(disabled, bool):
             raise InputError("'disabled' must be true or false", "disabled")
         name = changes.get("name")
-        if name is not None and not isinstance(name, str):
+        if "name" in changes and not isinstance(name, str):
             raise InputError("'name' must be a string", "name")
         store = self._keys(actor)
         kwargs: dict[str, Any] = {"name": name, "disabled": disabled}
@@ -237,9 +243,30 @@ class AdminService:
         return record
 
     async def rotate_key(self, ref: str, actor: AuditTrail, *, grace_seconds: float = 0.0) -> tuple[KeyRecord, str]:
+        if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+            raise InputError("the grace period must be 0 to 31536000 seconds (a year)", "grace_seconds")
         record, token = await self._keys(actor).rotate(ref, grace_seconds=grace_seconds)
         await self._changed("keys")
         return record, token
+
+    # -- admins --------------------------------------------------------------------------------
+
+    def _admins(self, actor: AuditTrail | None) -> AdminStore:
+        return AdminStore(self.engine, audit=None if actor is None else actor.admin)
+
+    async def list_admins(self, *, include_revoked: bool = False) -> list[AdminRecord]:
+        return await self._admins(None).list(include_revoked=include_revoked)
+
+    async def create_admin(self, name: str, role: str, actor: AuditTrail) -> tuple[AdminRecord, str]:
+        """A new admin and its token (shown once); the audit entry holds the name and role, never the token."""
+        record, token = await self._admins(actor).create(name, role)
+        await self._changed("admins")
+        return record, token
+
+    async def revoke_admin(self, ref: str, actor: AuditTrail) -> AdminRecord:
+        record = await self._admins(actor).revoke(ref)
+        await self._changed("admins")
+        return record
 
     # -- upstreams -----------------------------------------------------------------------------
 
@@ -278,10 +305,11 @@ class AdminService:
         if not changes:
             raise InputError("nothing to change: give at least one field")
         kwargs: dict[str, Any] = {}
-        if "name" in changes:
-            kwargs["name"] = str(changes["name"])
-        if "base_url" in changes:
-            kwargs["base_url"] = str(changes["base_url"])
+        for field in ("name", "base_url"):
+            if field in changes:
+                if not isinstance(changes[field], str):
+                    raise InputError(f"'{field}' must be a string", field)
+                kwargs[field] = changes[field]
         if "models" in changes:
             kwargs["routes"] = _routes(changes["models"])
         if "api_key" in changes:
@@ -317,12 +345,19 @@ def _only(given: Mapping[str, Any], allowed: frozenset[str]) -> None:
         raise InputError(f"unknown field {unknown[0]!r}: expected {', '.join(sorted(allowed))}", unknown[0])
 
 
+def _route_text(item: Mapping[str, Any]) -> str:
+    """``{"pattern": ..., "upstream_model": ...}`` (the shape upstreams are shown in) as ``pattern=model``."""
+    pattern, model = item.get("pattern"), item.get("upstream_model")
+    if not isinstance(pattern, str) or not (model is None or isinstance(model, str)) or \
+            set(item) - {"pattern", "upstream_model"}:
+        raise InputError("each of 'models' must be a pattern, or {\"pattern\": ..., \"upstream_model\": ...} "
+                         "with strings", "models")
+    return f"{pattern}={model}" if model else pattern
+
+
 def _routes(value: object) -> tuple[ModelRoute, ...]:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        value = ",".join(value)
-    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-        value = ",".join(f"{v.get('pattern')}={v['upstream_model']}" if v.get("upstream_model")
-                         else str(v.get("pattern")) for v in value)
+    if isinstance(value, list) and all(isinstance(v, str | dict) for v in value):
+        value = ",".join(v if isinstance(v, str) else _route_text(v) for v in value)
     if not isinstance(value, str):
         raise InputError("'models' must be a list of model patterns", "models")
     try:

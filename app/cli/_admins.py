@@ -1,4 +1,5 @@
-"""``poolgate admins ...``: the people who may use the admin API and the dashboard."""
+"""``poolgate admins ...``: the people who may use the admin API and the dashboard (through the admin
+service, so creations and revocations are audited like every other change)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.admin import ROLES, AdminRecord, AdminStore
+from app.admin import ROLES, AdminRecord
 from app.cli._common import Session, console, emit_json, fail, session
 
 __all__ = ["admins_app"]
@@ -27,7 +28,7 @@ def create(
         fail("--role is required: admin (may change everything) or viewer (may read everything)")
 
     async def action(s: Session) -> tuple[AdminRecord, str]:
-        return await AdminStore(s.engine).create(name, role)
+        return await s.service.create_admin(name, role, s.trail)
 
     record, token = session(action, writes=True)
     if as_json:
@@ -45,7 +46,7 @@ def list_admins(
     """List admins (never their tokens)."""
 
     async def action(s: Session) -> list[AdminRecord]:
-        return await AdminStore(s.engine).list(include_revoked=include_revoked)
+        return await s.service.list_admins(include_revoked=include_revoked)
 
     records = session(action)
     if as_json:
@@ -65,7 +66,7 @@ def revoke(ref: Annotated[str, typer.Argument(help="The admin's name or id.")], 
     """Revoke an admin's token; every serving process refuses it within 2 s."""
 
     async def action(s: Session) -> AdminRecord:
-        return await AdminStore(s.engine).revoke(ref)
+        return await s.service.revoke_admin(ref, s.trail)
 
     record = session(action, writes=True)
     if as_json:

@@ -64,7 +64,11 @@ def parse_moment(text: str | None, field: str, now: datetime) -> datetime | None
     value = text.strip()
     unit = value[-1:].lower()
     if unit in _DURATION_UNITS and value[:-1].replace(".", "", 1).isdigit():
-        return now - timedelta(seconds=float(value[:-1]) * _DURATION_UNITS[unit])
+        try:
+            return now - timedelta(seconds=float(value[:-1]) * _DURATION_UNITS[unit])
+        except OverflowError:
+            raise InvalidRequestError(f"Invalid {field} {text!r}: that reaches before the year 1.",
+                                      param=field) from None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -169,16 +173,24 @@ async def usage_report(state: State, query: Any) -> dict[str, Any]:
     until = parse_moment(query.get("until"), "until", now) or now
     if until <= since:
         raise InvalidRequestError("'until' must be after 'since'.", param="until")
-    group_by = tuple(g.strip() for g in (query.get("group_by") or "key,model").split(",") if g.strip())
+    group_by = tuple(dict.fromkeys(g.strip() for g in (query.get("group_by") or "key,model").split(",")
+                                   if g.strip()))
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
         raise InvalidRequestError(f"Unknown group_by {unknown[0]!r}: expected {', '.join(GROUPS)}.", param="group_by")
+    limit_text = query.get("limit")
+    limit = None
+    if limit_text:
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 100_000:
+            raise InvalidRequestError("'limit' must be a number of rows from 1 to 100000.", param="limit")
+        limit = int(limit_text)
     key_id = None
     if query.get("key"):
         key_id = (await state.admin_service.get_key(query["key"])).id
+    scope: dict[str, Any] = {"since": since, "until": until, "key_id": key_id, "model": query.get("model") or None,
+                             "upstream": query.get("upstream") or None}
     try:
-        rows = await summarize(state.engine, since=since, until=until, key_id=key_id, model=query.get("model") or None,
-                               upstream=query.get("upstream") or None, group_by=group_by)
+        rows = await summarize(state.engine, **scope, group_by=group_by, limit=limit)
     except ValueError as exc:
         raise InvalidRequestError(str(exc), param="group_by") from None
     names = await _key_names(state, {r.group["key"] for r in rows if "key" in r.group})
@@ -191,9 +203,13 @@ async def usage_report(state: State, query: Any) -> dict[str, Any]:
         out_rows.append(item)
     from app.usage import merge
 
-    total = merge(r.totals for r in rows).as_dict()
+    if limit is not None and len(rows) == limit:  # the rows are the costliest groups; the totals are all of them
+        [whole] = await summarize(state.engine, **scope, group_by=())
+        total = whole.totals.as_dict()
+    else:
+        total = merge(r.totals for r in rows).as_dict()
     return {"since": since.isoformat(), "until": until.isoformat(), "group_by": list(group_by), "rows": out_rows,
-            "totals": total}
+            "totals": total, "has_more": limit is not None and len(rows) == limit}
 
 
 async def _key_names(state: State, ids: set[str]) -> dict[str, str]:
@@ -213,17 +229,22 @@ async def _key_names(state: State, ids: set[str]) -> dict[str, str]:
     return names
 
 
-_CSV_COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd")
+_CSV_COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def _decimal(amount: float) -> str:
+    """USD as plain decimals (0.00001025, not 1.025e-05), as spreadsheets and people read them."""
+    return f"{amount:.10f}".rstrip("0").rstrip(".") or "0"
 
 
 def usage_csv(report: dict[str, Any]) -> bytes:
     out = io.StringIO()
     groups = list(report["group_by"]) + (["key_name"] if "key" in report["group_by"] else [])
     writer = csv.writer(out)
-    writer.writerow([*groups, *_CSV_COUNTS, "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"])
+    writer.writerow([*groups, *_CSV_COUNTS, "cost_usd", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"])
     for row in report["rows"]:
         latency = row["latency_ms"]
-        writer.writerow([*(row.get(g) for g in groups), *(row[c] for c in _CSV_COUNTS),
+        writer.writerow([*(row.get(g) for g in groups), *(row[c] for c in _CSV_COUNTS), _decimal(row["cost_usd"]),
                          latency["p50"], latency["p95"], latency["p99"]])
     return out.getvalue().encode()
 
@@ -269,10 +290,10 @@ async def audit(request: AnyRequest) -> Response[bytes]:
     await admin_for(request)
     query = request.query_params
     limit_text = query.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
         raise InvalidRequestError("'limit' must be 1 to 1000.", param="limit")
     before = query.get("before")
-    if before is not None and not before.isdigit():
+    if before is not None and not (before.isascii() and before.isdigit() and int(before) < 2**63):
         raise InvalidRequestError("'before' must be an entry id.", param="before")
     entries = await read_audit(request.app.state.engine, limit=int(limit_text),
                                before_id=int(before) if before else None, action=query.get("action") or None,
