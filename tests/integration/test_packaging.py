@@ -72,6 +72,11 @@ def _check_serves(poolgate: list[str], env: dict[str, str], cwd: Path, http: Htt
     served = wait_for(models, timeout=10, what="the new key to list models")
     bundled = json.loads((ROOT / "app" / "catalog" / "bundled.json").read_text())["models"]
     assert set(served) == {model["id"] for model in bundled}
+    # The dashboard's templates and assets come from inside the artifact too.
+    signin = http.get("/admin/signin")
+    assert signin.status == 200 and b"Admin token" in signin.body
+    for asset in ("poolgate.css", "poolgate.js", "favicon.svg"):
+        assert http.get(f"/admin/static/{asset}").status == 200, asset
 
 
 @pytest.fixture(scope="module")
