@@ -179,6 +179,8 @@ def uvicorn_options(config: Settings) -> dict[str, Any]:
         "host": config.host, "port": config.port, "loop": "uvloop", "log_level": config.log_level,
         "access_log": False, "server_header": False, "timeout_keep_alive": config.keepalive_timeout,
         "timeout_graceful_shutdown": 30,
+        # A Responses turn over WebSocket is one frame holding the whole request: as large as a body may be.
+        "ws_max_size": config.max_body_bytes,
     }
 
 

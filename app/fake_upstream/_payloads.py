@@ -144,9 +144,11 @@ def _message_item(n: int, status: str, text: str | None) -> dict[str, Any]:
 
 
 def response_object(
-    n: int, created: int, model: str, script: Script, prompt: int, *, done: bool = True
+    n: int, created: int, model: str, script: Script, prompt: int, *, done: bool = True,
+    response_id: str | None = None, output: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A Response object; `done=False` gives the in-progress shell the stream opens with."""
+    """A Response object; `done=False` gives the in-progress shell the stream opens with; ``output`` replaces
+    the scripted message (a compaction answers with its one item)."""
     usage = None
     if done:
         usage = {
@@ -156,8 +158,10 @@ def response_object(
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + script.completion_tokens,
         }
+    if output is None:
+        output = [_message_item(n, "completed", script.text)]
     return {
-        "id": f"resp_{n}",
+        "id": response_id or f"resp_{n}",
         "object": "response",
         "created_at": created,
         "status": "completed" if done else "in_progress",
@@ -165,7 +169,7 @@ def response_object(
         "incomplete_details": None,
         "instructions": None,
         "model": model,
-        "output": [_message_item(n, "completed", script.text)] if done else [],
+        "output": output if done else [],
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
@@ -174,19 +178,40 @@ def response_object(
     }
 
 
-def response_body(n: int, created: int, model: str, script: Script, prompt: int) -> bytes:
+def response_body(n: int, created: int, model: str, script: Script, prompt: int, *,
+                  response_id: str | None = None, output: list[dict[str, Any]] | None = None) -> bytes:
     """A non-streaming /v1/responses body."""
-    return _encode(response_object(n, created, model, script, prompt))
+    return _encode(response_object(n, created, model, script, prompt, response_id=response_id, output=output))
 
 
-def response_stream_events(n: int, created: int, model: str, script: Script, prompt: int) -> list[bytes]:
+def compaction_stream_events(n: int, created: int, model: str, script: Script, prompt: int, response_id: str,
+                             item: dict[str, Any]) -> list[bytes]:
+    """A compaction's stream: the response opens, its one ``compaction`` item is added and done, it completes."""
+    shell = response_object(n, created, model, script, prompt, done=False, response_id=response_id)
+    payloads: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": shell}),
+        ("response.output_item.added", {"output_index": 0, "item": item}),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": response_object(n, created, model, script, prompt,
+                                                            response_id=response_id, output=[item])}),
+    ]
+    return [
+        b"event: %s\ndata: %s\n\n" % (kind.encode(), _encode({"type": kind, "sequence_number": seq, **data}))
+        for seq, (kind, data) in enumerate(payloads)
+    ]
+
+
+def response_stream_events(n: int, created: int, model: str, script: Script, prompt: int, *,
+                           response_id: str | None = None) -> list[bytes]:
     """The full typed-event sequence of a /v1/responses stream, each with a sequence_number."""
     item_id = f"msg_{n}"
     where = {"item_id": item_id, "output_index": 0, "content_index": 0}
     final_part = {"type": "output_text", "text": script.text, "annotations": []}
     payloads: list[tuple[str, dict[str, Any]]] = [
-        ("response.created", {"response": response_object(n, created, model, script, prompt, done=False)}),
-        ("response.in_progress", {"response": response_object(n, created, model, script, prompt, done=False)}),
+        ("response.created", {"response": response_object(n, created, model, script, prompt, done=False,
+                                                           response_id=response_id)}),
+        ("response.in_progress", {"response": response_object(n, created, model, script, prompt, done=False,
+                                                               response_id=response_id)}),
         ("response.output_item.added", {"output_index": 0, "item": _message_item(n, "in_progress", None)}),
         ("response.content_part.added", {**where, "part": {"type": "output_text", "text": "", "annotations": []}}),
     ]
@@ -195,7 +220,8 @@ def response_stream_events(n: int, created: int, model: str, script: Script, pro
         ("response.output_text.done", {**where, "text": script.text, "logprobs": []}),
         ("response.content_part.done", {**where, "part": final_part}),
         ("response.output_item.done", {"output_index": 0, "item": _message_item(n, "completed", script.text)}),
-        ("response.completed", {"response": response_object(n, created, model, script, prompt)}),
+        ("response.completed", {"response": response_object(n, created, model, script, prompt,
+                                                            response_id=response_id)}),
     ]
     return [
         b"event: %s\ndata: %s\n\n" % (kind.encode(), _encode({"type": kind, "sequence_number": seq, **data}))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ _SERVER_ERROR = p.envelope(
 )
 _GARBAGE = b"<html>oops</html>"
 _SHUTDOWN_GRACE = 0.5
+_RESPONSES_KEPT = 10_000
 _MAX_BODY = 256 * 1024 * 1024
 
 _Route = Callable[[web.BaseRequest, int, dict[str, str], dict[str, Any], Fault | None], Awaitable[web.StreamResponse]]
@@ -61,6 +64,13 @@ def _decode(raw: bytes) -> tuple[bool, Any]:
         return True, msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return False, None
+
+
+def _input_items(value: object) -> list[Any]:
+    """A Responses ``input`` as items (a plain string is one user message)."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return list(value) if isinstance(value, list) else []
 
 
 def _seconds(value: float) -> str:
@@ -115,8 +125,13 @@ class FakeUpstream:
         self._routes: dict[tuple[str, str], _Route] = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/responses"): self._responses,
+            ("POST", "/v1/responses/compact"): self._compact,
             ("POST", "/v1/embeddings"): self._embeddings,
         }
+        self._tag = re.sub(r"[^a-z0-9]", "", name.lower()) or "fake"
+        self.responses: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """Responses this account made, by id: each id (and each compaction it made) is this account's
+        alone, as an OpenAI account's are; another account answers ``previous_response_not_found``."""
         self._script = p.Script.build(name, chunks)
         self._base_headers: dict[str, str] = {}
         self.configure()
@@ -239,6 +254,8 @@ class FakeUpstream:
             early = await self._early_fault(request, fault, headers)
             if early is not None:
                 return early
+        if path.startswith("/v1/responses/") and path != "/v1/responses/compact":
+            return self._response_endpoint(method, path, headers)
         if method == "GET":
             return self._get(path, headers)
         route = self._routes.get((method, path))
@@ -348,11 +365,86 @@ class FakeUpstream:
         self, request: web.BaseRequest, n: int, headers: dict[str, str], body: dict[str, Any], fault: Fault | None
     ) -> web.StreamResponse:
         model, script, created = body["model"], self._script, int(time.time())
+        refused = self._refuse_foreign(body, headers)
+        if refused is not None:
+            return refused
+        items = _input_items(body.get("input"))
         prompt = p.responses_input_tokens(body)
+        response_id = f"resp_{self._tag}_{n}"
+        compaction = None
+        if items and isinstance(items[-1], dict) and items[-1].get("type") == "compaction_trigger":
+            compaction = self._compaction_item(n, items)
+        output = [compaction] if compaction is not None else None
+        self._keep(response_id, p.response_object(n, created, model, script, prompt, response_id=response_id,
+                                                  output=output), items, body.get("store") is not False)
         if body.get("stream") is True:
-            events = p.response_stream_events(n, created, model, script, prompt)
+            if compaction is not None:
+                events = p.compaction_stream_events(n, created, model, script, prompt, response_id, compaction)
+            else:
+                events = p.response_stream_events(n, created, model, script, prompt, response_id=response_id)
             return await self._stream(request, headers, events, fault)
-        return await self._reply(request, headers, p.response_body(n, created, model, script, prompt), fault)
+        payload = p.response_body(n, created, model, script, prompt, response_id=response_id, output=output)
+        return await self._reply(request, headers, payload, fault)
+
+    async def _compact(
+        self, request: web.BaseRequest, n: int, headers: dict[str, str], body: dict[str, Any], fault: Fault | None
+    ) -> web.StreamResponse:
+        """``POST /v1/responses/compact``: the conversation's input in, one encrypted compaction item out."""
+        refused = self._refuse_foreign(body, headers)
+        if refused is not None:
+            return refused
+        items = _input_items(body.get("input"))
+        prompt = p.responses_input_tokens(body)
+        answer = {"id": f"resp_{self._tag}_{n}", "object": "response.compaction", "created_at": int(time.time()),
+                  "output": [self._compaction_item(n, items)],
+                  "usage": {"input_tokens": prompt, "output_tokens": 1, "total_tokens": prompt + 1}}
+        return await self._reply(request, headers, msgspec.json.encode(answer), fault)
+
+    def _compaction_item(self, n: int, items: list[Any]) -> dict[str, Any]:
+        digest = hashlib.sha256(msgspec.json.encode(items)).hexdigest()[:16]
+        return {"type": "compaction", "id": f"cmp_{self._tag}_{n}", "encrypted_content": f"{self._tag}:{digest}"}
+
+    def _refuse_foreign(self, body: dict[str, Any], headers: dict[str, str]) -> web.Response | None:
+        """What another account made cannot be continued here: its response ids, its compactions."""
+        previous = body.get("previous_response_id")
+        if previous is not None and not self.responses.get(previous, {}).get("stored"):
+            return _json(400, p.envelope(f"Previous response with id '{previous}' not found.",
+                                         "invalid_request_error", "previous_response_not_found",
+                                         "previous_response_id"), headers)
+        for item in _input_items(body.get("input")):
+            if isinstance(item, dict) and item.get("type") == "compaction":
+                content = item.get("encrypted_content")
+                if not isinstance(content, str) or not content.startswith(self._tag + ":"):
+                    return _json(400, p.envelope("The encrypted content of a compaction item could not be "
+                                                 "verified.", "invalid_request_error", "invalid_encrypted_content",
+                                                 "input"), headers)
+        return None
+
+    def _keep(self, response_id: str, response: dict[str, Any], items: list[Any], stored: bool) -> None:
+        self.responses[response_id] = {"response": response, "input": items, "stored": stored}
+        while len(self.responses) > _RESPONSES_KEPT:
+            self.responses.popitem(last=False)
+
+    def _response_endpoint(self, method: str, path: str, headers: dict[str, str]) -> web.Response:
+        """``GET|DELETE /v1/responses/{id}``, ``POST .../cancel``, ``GET .../input_items``: this account's own."""
+        rest = path[len("/v1/responses/"):]
+        response_id, _, action = rest.partition("/")
+        kept = self.responses.get(response_id)
+        allowed = {"": ("GET", "DELETE"), "cancel": ("POST",), "input_items": ("GET",)}.get(action)
+        if allowed is None or method not in allowed:
+            return _json(404, p.envelope(f"Invalid URL ({method} {path})", "invalid_request_error", None), headers)
+        if kept is None or not kept["stored"]:
+            return _json(404, p.envelope(f"Response with id '{response_id}' not found.", "invalid_request_error",
+                                         None), headers)
+        if action == "input_items":
+            data = [{"id": f"in_{i}", **item} if isinstance(item, dict) else item
+                    for i, item in enumerate(kept["input"])]
+            return _json(200, msgspec.json.encode({"object": "list", "data": data, "has_more": False}), headers)
+        if method == "DELETE":
+            del self.responses[response_id]
+            return _json(200, msgspec.json.encode({"id": response_id, "object": "response.deleted",
+                                                   "deleted": True}), headers)
+        return _json(200, msgspec.json.encode(kept["response"]), headers)
 
     async def _embeddings(
         self, request: web.BaseRequest, n: int, headers: dict[str, str], body: dict[str, Any], fault: Fault | None

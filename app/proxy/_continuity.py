@@ -39,10 +39,12 @@ class Continuity:
         self.wait = wait
         self.clock = clock
 
-    def remember(self, exchange: Exchange) -> None:
-        """After an answer: a Responses answer's id belongs to the upstream that made it, for this key."""
+    async def remember(self, exchange: Exchange) -> None:
+        """As an answer begins: a Responses answer's id belongs to the upstream that made it, for this key
+        (known here at once, and in Redis before the client reads on)."""
         if exchange.response_id and exchange.upstream_id and exchange.endpoint.startswith("responses"):
-            self.owners.remember(exchange.response_id, Owner(exchange.upstream_id, exchange.key_id, exchange.model))
+            await self.owners.remember(exchange.response_id,
+                                       Owner(exchange.upstream_id, exchange.key_id, exchange.model))
 
     async def owner_of(self, request: ClientRequest, key: KeyRecord) -> UpstreamState | None:
         """The upstream a request must go to; None when it may go anywhere."""

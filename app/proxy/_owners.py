@@ -25,6 +25,7 @@ log = logging.getLogger("poolgate.owners")
 PREFIX = "poolgate:owner:"
 KEPT = 200_000
 TTL = 30 * 86_400.0  # OpenAI keeps stored responses 30 days
+SHARE_WAIT = 1.0
 
 
 class Owner(NamedTuple):
@@ -46,7 +47,9 @@ class ResponseOwners:
     def __len__(self) -> int:
         return len(self._owners)
 
-    def remember(self, response_id: str, owner: Owner) -> None:
+    async def remember(self, response_id: str, owner: Owner) -> None:
+        """Known here at once; shared through Redis before this returns (one round trip, bounded), so the
+        client cannot ask another replica before that replica can know."""
         if not response_id or len(response_id) > 200:
             return
         self._owners[response_id] = (self._clock() + self._ttl, owner)
@@ -54,9 +57,14 @@ class ResponseOwners:
         while len(self._owners) > self._kept:
             self._owners.popitem(last=False)
         if self._link is not None:
+            # Shielded: a client that leaves mid-answer does not stop the owner reaching the others.
             task = asyncio.get_running_loop().create_task(self._share(response_id, owner))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), SHARE_WAIT)
+            except TimeoutError:
+                log.warning("sharing a response's owner through Redis took over %.1f s; going on", SHARE_WAIT)
 
     async def _share(self, response_id: str, owner: Owner) -> None:
         assert self._link is not None

@@ -54,7 +54,7 @@ class ProxyService:
     def __init__(self, relay: Relay, catalog: CatalogService, quota: QuotaService, recorder: UsageRecorder,
                  metrics: Metrics | None = None, estimates: OutputEstimates | None = None,
                  owner_of: Callable[[ClientRequest, KeyRecord], Awaitable[UpstreamState | None]] | None = None,
-                 on_answer: Callable[[Exchange], None] | None = None) -> None:
+                 on_answer: Callable[[Exchange], Awaitable[None]] | None = None) -> None:
         self.relay = relay
         self.catalog = catalog
         self.quota = quota
@@ -65,7 +65,8 @@ class ProxyService:
         """The upstream a request must go to (the owner of the response it continues), if any; raises
         a GatewayError when that owner cannot serve."""
         self.on_answer = on_answer
-        """Told of every answered request (response ownership is remembered from it)."""
+        """Told of a Responses answer as soon as its id is known, and awaited before the client sees more:
+        a follow-up the client sends at once (to any replica) finds the response's owner."""
 
     async def handle(self, key: KeyRecord, endpoint: str, raw: Body, headers: Mapping[str, str],
                      key_headers: Mapping[str, str], *, transport: str = "http") -> Reply:
@@ -98,6 +99,7 @@ class ProxyService:
             await self._account(exchange, reservation, request, key)
             raise
         if reply.stream is None:
+            await self._answered(exchange)
             await self._account(exchange, reservation, request, key)
             return reply
         reply.stream = self._accounted(reply.stream, exchange, reservation, request, key)
@@ -105,12 +107,20 @@ class ProxyService:
 
     async def _accounted(self, stream: AsyncIterator[bytes], exchange: Exchange, reservation: Reservation,
                          request: ClientRequest, key: KeyRecord) -> AsyncIterator[bytes]:
+        told = False
         try:
             async for chunk in stream:
+                if not told and exchange.response_id is not None:
+                    told = True
+                    await self._answered(exchange)
                 yield chunk
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # the relay's own cleanup first
             await self._account(exchange, reservation, request, key)
+
+    async def _answered(self, exchange: Exchange) -> None:
+        if self.on_answer is not None and exchange.answered and exchange.response_id is not None:
+            await self.on_answer(exchange)
 
     async def _account(self, exchange: Exchange, reservation: Reservation, request: ClientRequest,
                        key: KeyRecord) -> None:
@@ -151,8 +161,6 @@ class ProxyService:
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                     cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens, cost_usd=cost,
                 )
-            if self.on_answer is not None and exchange.answered:
-                self.on_answer(exchange)
             if access_log.isEnabledFor(logging.INFO):
                 _log(exchange, usage, latency, ttfb)
             # Shielded: an abandoned request ends inside a cancelled task, and settling quotas on Redis

@@ -17,7 +17,9 @@ from litestar.types import Message, Receive, Scope, Send
 from app.errors import GatewayError, InvalidRequestError, RequestTooLargeError, error_body
 from app.proxy import Reply, new_request_id
 
-__all__ = ["ClientGone", "DisconnectWatch", "read_body", "request_headers", "send_error", "send_reply"]
+__all__ = [
+    "ClientGone", "DisconnectWatch", "client_path", "read_body", "request_headers", "send_error", "send_reply",
+]
 
 _SMALL_BODY = 64 * 1024
 """Bodies up to this size are read in pieces and joined (most are one piece); larger ones into one buffer."""
@@ -26,6 +28,12 @@ _JSON = b"application/json"
 
 class ClientGone(Exception):
     """The client disconnected before its request was read."""
+
+
+def client_path(scope: Scope) -> str:
+    """The path as the client sent it (a mounted route sees only the rest of it in ``path``)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1").split("?", 1)[0] if raw else str(scope["path"])
 
 
 def request_headers(scope: Scope) -> dict[str, str]:

@@ -13,13 +13,13 @@ from app.access import authenticate, codex_fatal, is_codex
 from app.errors import GatewayError, InvalidRequestError, NotFoundError, error_body
 from app.proxy import new_request_id
 from app.proxy._relay import forward_headers
-from app.routes._asgi import ClientGone, read_body, request_headers, send_error, send_reply
+from app.routes._asgi import ClientGone, client_path, read_body, request_headers, send_error, send_reply
 
 __all__ = ["response_endpoint", "websocket_or_426"]
 
 
 async def response_endpoint(scope: Scope, receive: Receive, send: Send, methods: tuple[str, ...],
-                            suffix: str) -> None:
+                            response_id: str, suffix: str) -> None:
     """``GET|DELETE /v1/responses/{id}``, ``POST .../cancel``, ``GET .../input_items``: only the key that
     made the response may touch it, and only at the account that made it."""
     state: State = scope["app"].state
@@ -28,7 +28,7 @@ async def response_endpoint(scope: Scope, receive: Receive, send: Send, methods:
     request_id = new_request_id()
     method = scope.get("method", "")
     if scope["type"] != ScopeType.HTTP or method not in methods:
-        error = InvalidRequestError(f"{scope.get('method')} is not allowed on {scope['path']}; use "
+        error = InvalidRequestError(f"{scope.get('method')} is not allowed on {client_path(scope)}; use "
                                     f"{' or '.join(methods)}.", code="method_not_allowed")
         error.status_code = 405
         error.headers["allow"] = ", ".join(methods)
@@ -38,7 +38,6 @@ async def response_endpoint(scope: Scope, receive: Receive, send: Send, methods:
         key = await authenticate(headers, state.key_cache)
         key_headers = await state.quota.take_request(key)
         body = await read_body(receive, headers, state.settings.max_body_bytes)
-        response_id = str(scope["path_params"]["response_id"])
         owner = await state.continuity.resolve(response_id, key)
         if owner is None:
             raise NotFoundError(

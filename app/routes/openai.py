@@ -14,9 +14,17 @@ from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 
 from app.access import authenticate, codex_fatal, is_codex
-from app.errors import GatewayError, InvalidRequestError
+from app.errors import GatewayError, InvalidRequestError, NotFoundError
 from app.proxy import Reply
-from app.routes._asgi import ClientGone, DisconnectWatch, read_body, request_headers, send_error, send_reply
+from app.routes._asgi import (
+    ClientGone,
+    DisconnectWatch,
+    client_path,
+    read_body,
+    request_headers,
+    send_error,
+    send_reply,
+)
 from app.routes._responses import response_endpoint, websocket_or_426
 
 __all__ = ["RELAY_ROUTES"]
@@ -25,7 +33,7 @@ log = logging.getLogger("poolgate.routes")
 
 
 def _method_not_allowed(scope: Scope, allowed: str) -> GatewayError:
-    error = InvalidRequestError(f"{scope.get('method', 'This method')} is not allowed on {scope['path']}; "
+    error = InvalidRequestError(f"{scope.get('method', 'This method')} is not allowed on {client_path(scope)}; "
                                 f"use {allowed}.", code="method_not_allowed")
     error.status_code = 405
     error.headers["allow"] = allowed
@@ -81,34 +89,35 @@ def _endpoint(path: str, name: str, endpoint: str) -> ASGIRouteHandler:
 
 chat_completions = _endpoint("/v1/chat/completions", "chat_completions", "chat_completions")
 embeddings = _endpoint("/v1/embeddings", "embeddings", "embeddings")
-responses_compact = _endpoint("/v1/responses/compact", "responses_compact", "responses_compact")
+
+_PER_RESPONSE = {"": ("GET", "DELETE"), "/cancel": ("POST",), "/input_items": ("GET",)}
 
 
-@asgi("/v1/responses", copy_scope=False, name="responses")
+@asgi("/v1/responses", is_mount=True, copy_scope=False, name="responses")
 async def responses(scope: Scope, receive: Receive, send: Send) -> None:
-    """Responses over HTTP, or over a WebSocket as Codex speaks it (``websocket_or_426``)."""
-    if scope["type"] == ScopeType.WEBSOCKET:
-        await websocket_or_426(scope, receive, send)
+    """Everything under ``/v1/responses``: a new response over HTTP or over a WebSocket as Codex speaks it
+    (``websocket_or_426``), ``/compact``, and one response's own endpoints at the account that made it.
+
+    One mounted route that reads the rest of the path itself: the framework's ASGI routes do not carry
+    path parameters (a parameter in an ASGI route's path is looked up under the request's method and missed).
+    """
+    rest = scope["path"].rstrip("/")
+    if not rest:
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await websocket_or_426(scope, receive, send)
+            return
+        await relay(scope, receive, send, "responses")
         return
-    await relay(scope, receive, send, "responses")
+    if rest == "/compact":
+        await relay(scope, receive, send, "responses_compact")
+        return
+    response_id, _, action = rest[1:].partition("/")
+    suffix = f"/{action}" if action else ""
+    methods = _PER_RESPONSE.get(suffix)
+    if methods is None or not response_id:
+        await send_error(send, NotFoundError(f"Unknown request URL: /v1/responses{rest}.", code="unknown_url"))
+        return
+    await response_endpoint(scope, receive, send, methods, response_id, suffix)
 
 
-@asgi("/v1/responses/{response_id:str}", copy_scope=False, name="response")
-async def response(scope: Scope, receive: Receive, send: Send) -> None:
-    """GET or DELETE one response, at the upstream account that made it."""
-    await response_endpoint(scope, receive, send, ("GET", "DELETE"), "")
-
-
-@asgi("/v1/responses/{response_id:str}/cancel", copy_scope=False, name="response_cancel")
-async def response_cancel(scope: Scope, receive: Receive, send: Send) -> None:
-    await response_endpoint(scope, receive, send, ("POST",), "/cancel")
-
-
-@asgi("/v1/responses/{response_id:str}/input_items", copy_scope=False, name="response_input_items")
-async def response_input_items(scope: Scope, receive: Receive, send: Send) -> None:
-    await response_endpoint(scope, receive, send, ("GET",), "/input_items")
-
-
-RELAY_ROUTES: list[Any] = [
-    chat_completions, embeddings, responses, responses_compact, response, response_cancel, response_input_items,
-]
+RELAY_ROUTES: list[Any] = [chat_completions, embeddings, responses]

@@ -3,9 +3,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.benchlib import models, proxy, quotas, replicas
+from scripts.benchlib import admin, models, proxy, quotas, replicas, turns
 
-SUITES = {"models": models.main, "proxy": proxy.main, "quotas": quotas.main, "replicas": replicas.main}
+SUITES = {"admin": admin.main, "models": models.main, "proxy": proxy.main, "quotas": quotas.main,
+          "replicas": replicas.main, "turns": turns.main}
 
 
 def main() -> int:

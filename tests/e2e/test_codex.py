@@ -161,8 +161,9 @@ def test_codex_fields_and_headers_reach_the_upstream_intact(make_gateway, codex)
     assert received.headers["authorization"] != sent.headers["authorization"]  # the key stays at the gateway
 
 
-def test_with_websockets_enabled_codex_falls_back_to_http_at_once(make_gateway, codex) -> None:  # type: ignore[no-untyped-def]
-    gateway = make_gateway(upstreams={"acct-1": {}}, keys={"alice": Policy(allowed_models=("gpt-5*",))})
+def test_with_the_websocket_switched_off_codex_falls_back_to_http_at_once(make_gateway, codex) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(upstreams={"acct-1": {}}, keys={"alice": Policy(allowed_models=("gpt-5*",))},
+                           websocket=False)
     runner = codex(gateway)
     run = runner.run(model="gpt-5", provider={**FAIL_FAST, "supports_websockets": True})
     assert run.code == 0, run.explain()
@@ -170,6 +171,31 @@ def test_with_websockets_enabled_codex_falls_back_to_http_at_once(make_gateway, 
     turn = [(r.method, r.status) for r in runner.recorder.requests(path="/v1/responses")]
     assert turn == [("GET", 426), ("POST", 200)]  # one upgrade attempt, no reconnect loop
     assert runner.recorder.requests("GET", "/v1/responses")[0].headers["upgrade"] == "websocket"
+
+
+@pytest.mark.parametrize("builtin", [False, True], ids=["custom-provider", "built-in-provider"])
+def test_codex_runs_its_turns_over_the_websocket(make_gateway, tmp_path, builtin) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(upstreams={"acct-1": {}}, keys={"alice": Policy(allowed_models=("gpt-5*",))})
+    # Straight to the gateway: the recorder relays HTTP only.
+    run = run_codex(tmp_path / "ws", gateway.server.base_url + "/v1", gateway.keys["alice"], model="gpt-5",
+                    provider={"supports_websockets": True}, builtin=builtin)
+    assert run.code == 0, run.explain()
+    assert run.messages == [ANSWER]
+    log = gateway.server.log()
+    assert "transport=ws" in log and "transport=http" not in log  # the turn went over the socket
+    (received,) = gateway.fakes["acct-1"].requests  # bridged to the account over HTTP, as one whole request
+    assert received.body["stream"] is True and "previous_response_id" not in received.body
+    assert "say hi" in json.dumps(received.body["input"])
+    usage = wait_for(lambda: _usage(gateway) if _usage(gateway)["requests"] == 1 else None, what="the usage row")
+    assert usage["output_tokens"] == 5
+
+
+def test_over_plain_http_the_access_log_says_so(make_gateway, codex) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(upstreams={"acct-1": {}}, keys={"alice": Policy(allowed_models=("gpt-5*",))})
+    run = codex(gateway).run(model="gpt-5", provider=FAIL_FAST)
+    assert run.code == 0 and run.messages == [ANSWER], run.explain()
+    log = gateway.server.log()
+    assert "transport=http" in log and "transport=ws" not in log
 
 
 def test_a_key_over_its_requests_per_minute_waits_for_the_window_and_then_succeeds(make_gateway, codex) -> None:  # type: ignore[no-untyped-def]

@@ -213,3 +213,41 @@ def test_a_limit_on_requests_in_flight_holds_across_replicas(cluster: Any) -> No
         for conn in streams:
             conn.close()
     wait_for(lambda: _chat(replicas[2], tokens["team"])[0] == 200, timeout=5, what="places freed by closed streams")
+
+
+def _respond(replica: ServerProcess, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        replica.base_url + "/v1/responses", data=json.dumps({"model": "gpt-5", **body}).encode(), method="POST",
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_every_follow_up_finds_its_owner_on_whichever_replica_it_lands(cluster: Any) -> None:
+    replicas, fakes, tokens = cluster(["acct-1", "acct-2"], {"alice": Policy(allowed_models=("*",))})
+
+    def owner(response_id: str) -> str:
+        return next(name for name, fake in fakes.items() if fake.do(lambda f=fake: response_id in f.fake.responses))
+
+    conversations = []
+    for n in range(6):  # new conversations, spread over the accounts by each replica's balancer
+        status, first = _respond(replicas[n % 3], tokens["alice"], {"input": f"start {n}"})
+        assert status == 200, first
+        conversations.append(first["id"])
+    assert {owner(rid) for rid in conversations} == {"acct-1", "acct-2"}
+    reached = 0
+    for turn in range(2):
+        for n, previous in enumerate(conversations):
+            # The follow-up goes to another replica than the one that made the response, at once.
+            replica = replicas[(n + turn + 1) % 3]
+            status, answer = _respond(replica, tokens["alice"], {"input": f"turn {turn}",
+                                                                 "previous_response_id": previous})
+            assert status == 200, answer
+            assert owner(answer["id"]) == owner(previous)
+            reached += 1
+            conversations[n] = answer["id"]
+    assert reached == 12  # 12 of 12 follow-ups at their owner

@@ -106,15 +106,20 @@ def _toml(value: object) -> str:
     return json.dumps(value)
 
 
-def config_toml(base_url: str, model: str | None, provider: Mapping[str, object]) -> str:
-    """A config that talks only to the gateway: custom provider, catalog from it, nothing phoning home."""
-    settings: dict[str, object] = {
-        "name": "poolgate", "base_url": base_url, "env_key": KEY_VARIABLE, "wire_api": "responses",
-        "model_catalog_url": base_url + "/models", **provider,
-    }
+def config_toml(base_url: str, model: str | None, provider: Mapping[str, object], *, builtin: bool = False) -> str:
+    """A config that talks only to the gateway, nothing phoning home: a custom provider with the catalog from
+    the gateway, or (``builtin``) Codex's own OpenAI provider pointed at the gateway, as a user of
+    ``openai_base_url`` has it (it always tries the Responses WebSocket first)."""
     lines = [f"model = {_toml(model)}"] if model is not None else []
-    lines += [f"model_provider = {_toml(PROVIDER)}", "", f"[model_providers.{PROVIDER}]"]
-    lines += [f"{name} = {_toml(value)}" for name, value in settings.items()]
+    if builtin:
+        lines += [f"openai_base_url = {_toml(base_url)}"]
+    else:
+        settings: dict[str, object] = {
+            "name": "poolgate", "base_url": base_url, "env_key": KEY_VARIABLE, "wire_api": "responses",
+            "model_catalog_url": base_url + "/models", **provider,
+        }
+        lines += [f"model_provider = {_toml(PROVIDER)}", "", f"[model_providers.{PROVIDER}]"]
+        lines += [f"{name} = {_toml(value)}" for name, value in settings.items()]
     lines += ["", "[analytics]", "enabled = false", "", "[features]"]
     lines += [f"{feature} = false" for feature in ("apps", "plugins", "remote_plugin", "in_app_updates")]
     return "\n".join(lines) + "\n"
@@ -123,6 +128,7 @@ def config_toml(base_url: str, model: str | None, provider: Mapping[str, object]
 def run_codex(
     home: Path, base_url: str, key: str, prompt: str = "say hi", *, model: str | None = None,
     args: tuple[str, ...] = (), provider: Mapping[str, object] | None = None, timeout: float = 60.0,
+    builtin: bool = False,
 ) -> CodexRun:
     """``codex exec --json`` once, in a fresh ``CODEX_HOME`` under ``home``, with stdin closed.
 
@@ -132,9 +138,11 @@ def run_codex(
     codex_home, workdir = home / "codex-home", home / "work"
     codex_home.mkdir(parents=True)
     workdir.mkdir()
-    (codex_home / "config.toml").write_text(config_toml(base_url, model, provider or {}))
+    (codex_home / "config.toml").write_text(config_toml(base_url, model, provider or {}, builtin=builtin))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "CODEX_HOME": str(codex_home),
            "LANG": "C.UTF-8", KEY_VARIABLE: key}
+    if builtin:
+        env["CODEX_API_KEY"] = key
     # --strict-config: a misspelt setting fails the run instead of being silently ignored.
     command = [str(codex_binary()), "exec", "--skip-git-repo-check", "--ephemeral", "--strict-config", "--json",
                *args, prompt]

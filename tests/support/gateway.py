@@ -155,6 +155,7 @@ class LiveServer:
 
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", log_level="warning",
                                 access_log=False, lifespan="on", timeout_keep_alive=self.settings.keepalive_timeout,
+                                ws_max_size=self.settings.max_body_bytes,
                                 http=protocol_for(self.settings.head_timeout, self.settings.max_connections))
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # not the main thread
