@@ -52,17 +52,26 @@ _LENGTHS: dict[str, int] = {
     c.name: length for c in USAGE.columns if isinstance(length := getattr(c.type, "length", None), int)}
 _INT32 = {c.name for c in USAGE.columns if type(c.type) is Integer}
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_LENGTH_ITEMS = tuple(_LENGTHS.items())
+_INT32_NAMES = tuple(_INT32)
 
 
 def _fit(row: dict[str, Any]) -> dict[str, Any]:
     """Values cut to what their columns hold. PostgreSQL refuses a longer string or an integer past
     32 bits (an upstream reporting nonsense token counts), and one refused row would hold back its
     whole batch at every retry; SQLite would store anything, so both now store the same."""
-    fitted = dict(row)
-    for name, value in row.items():
-        if isinstance(value, str) and name in _LENGTHS:
-            fitted[name] = value[: _LENGTHS[name]]
-        elif isinstance(value, int) and name in _INT32:
+    fitted = row
+    for name, limit in _LENGTH_ITEMS:
+        value = row.get(name)
+        if value.__class__ is str and len(value) > limit:
+            if fitted is row:
+                fitted = dict(row)
+            fitted[name] = value[:limit]
+    for name in _INT32_NAMES:
+        value = row.get(name)
+        if value.__class__ is int and not _INT32_MIN <= value <= _INT32_MAX:
+            if fitted is row:
+                fitted = dict(row)
             fitted[name] = min(max(value, _INT32_MIN), _INT32_MAX)
     return fitted
 
@@ -71,8 +80,49 @@ def _when(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+_COLUMNS = ("request_id", "key_id", "upstream", "model", "endpoint", "stream", "status", "http_status",
+            "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttfb_ms",
+            "error", "instance")
+_INSERT = {
+    # Column names are this module's constants; every value is a bound parameter.
+    "qmark": f"INSERT INTO usage ({', '.join(_COLUMNS)}, started_at, finished_at) "  # noqa: S608
+             f"VALUES ({', '.join('?' for _ in range(len(_COLUMNS) + 2))})",
+    "numeric_dollar": f"INSERT INTO usage ({', '.join(_COLUMNS)}, started_at, finished_at) "  # noqa: S608
+                      f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 3))})",
+}
+
+
+_SECOND: list[Any] = [-1, ""]
+
+
+def _sqlite_moment(value: float | None) -> str | None:
+    """A moment as SQLAlchemy stores a DateTime in SQLite (UTC, microseconds always written); the date and
+    time of day are formatted once per second (a batch's rows mostly share a few)."""
+    if value is None:
+        return None
+    second = int(value)
+    if second != _SECOND[0]:
+        _SECOND[0], _SECOND[1] = second, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+    return f"{_SECOND[1]}.{int((value - second) * 1_000_000):06d}"
+
+
+async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """One prepared executemany on the driver: the rows as tuples, moments as the column stores them
+    (no per-row statement compilation or type processing; a tenth of the cost of the Core insert)."""
+    style = conn.dialect.paramstyle
+    sql = _INSERT.get(style)
+    if sql is None:  # another driver: the portable way
+        await conn.execute(USAGE.insert(), [_db_row(row) for row in rows])
+        return
+    moment = _sqlite_moment if style == "qmark" else _when
+    params = [(*(row.get(c) for c in _COLUMNS), moment(row["started_at"]), moment(row.get("finished_at")))
+              for row in rows]
+    await conn.exec_driver_sql(sql, params)
+
+
 def _db_row(row: dict[str, Any]) -> dict[str, Any]:
-    out = _fit(row)
+    """A fitted row (see ``_fit``) with its moments as the column type takes them."""
+    out = dict(row)
     out["started_at"] = _when(row["started_at"])
     out["finished_at"] = _when(row.get("finished_at"))
     return out
@@ -95,6 +145,7 @@ class UsageRecorder:
         self._on_spill = on_spill
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._orphans_due = 0.0
         self.failing_since: float | None = None
 
@@ -141,7 +192,13 @@ class UsageRecorder:
                 self._spill_if_full()
 
     async def flush(self) -> int:
-        """Write everything queued; on failure it stays queued for the next flush."""
+        """Write everything queued; on failure it stays queued for the next flush. One write at a time:
+        a flush asked for while another writes waits for it, so when it returns everything queued before
+        it was called is written (or still queued, on failure)."""
+        async with self._writing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         if not self._started and not self._finished:
             return 0
         started, finished = self._started, self._finished
@@ -176,15 +233,16 @@ class UsageRecorder:
             still = await _still_started(conn, list(updates))
             updates = {rid: {**values, "opened": still[rid]} for rid, values in updates.items() if rid in still}
         rollups = Rollups()
-        for row in inserts.values():
+        kept = [_fit(row) for row in inserts.values()]  # the totals group by what the row itself keeps
+        for row in kept:
             if row["status"] != "started":
-                rollups.add(_fit(row))  # the totals group by what the row itself keeps
+                rollups.add(row)
         for rid, values in updates.items():
             opened = values.get("opened") or self._open.get(rid)
             if opened is not None:
                 rollups.add(_fit({**opened, **values}))
-        if inserts:
-            await conn.execute(USAGE.insert(), [_db_row(row) for row in inserts.values()])
+        if kept:
+            await _insert(conn, kept)
         if updates:
             columns = sorted({k for row in updates.values() for k in row if k in _STARTED})
             statement = update(USAGE).where(USAGE.c.request_id == bindparam("rid")).values(

@@ -43,44 +43,62 @@ class _Totals:
     latency: float = 0.0
     histogram: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
 
+    def absorb(self, other: _Totals) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.cost += other.cost
+        self.latency += other.latency
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+
 
 class Rollups:
-    """One batch's additions to every totals table."""
+    """One batch's additions to every totals table: each row is counted once, per hour, key, model and
+    upstream; the other tables are sums of those (one step per hour and group, not per row)."""
 
-    __slots__ = ("_tables",)
+    __slots__ = ("_hourly",)
 
     def __init__(self) -> None:
-        self._tables: dict[str, dict[tuple[Any, ...], _Totals]] = {table: {} for table in ROLLUP_SHAPES}
+        self._hourly: dict[tuple[int, str, str, str], _Totals] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._tables["usage_hourly"])
+        return bool(self._hourly)
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Count one finished row (``started_at`` as epoch seconds)."""
-        started = int(row["started_at"])
-        values = {"key_id": row["key_id"], "model": row["model"], "upstream": row.get("upstream") or ""}
+        slot = (int(row["started_at"]) // HOUR, row["key_id"], row["model"], row.get("upstream") or "")
+        totals = self._hourly.get(slot)
+        if totals is None:
+            totals = self._hourly[slot] = _Totals()
+        counts = totals.counts
+        counts[0] += 1
+        if row["status"] != "ok":
+            counts[1] += 1
+        counts[2] += row.get("input_tokens") or 0
+        counts[3] += row.get("output_tokens") or 0
+        counts[4] += row.get("cached_tokens") or 0
+        counts[5] += row.get("reasoning_tokens") or 0
+        totals.cost += row.get("cost_usd") or 0.0
         latency = row.get("latency_ms")
-        slot_of_latency = None if latency is None else bisect_left(LATENCY_BOUNDS_MS, latency)
-        added = (1, int(row["status"] != "ok"), row.get("input_tokens") or 0, row.get("output_tokens") or 0,
-                 row.get("cached_tokens") or 0, row.get("reasoning_tokens") or 0)
-        cost = row.get("cost_usd") or 0.0
-        for table, (size, dims) in ROLLUP_SHAPES.items():
-            store = self._tables[table]
-            slot = (started // size, *(values[dim] for dim in dims))
-            totals = store.get(slot)
-            if totals is None:
-                totals = store[slot] = _Totals()
-            counts = totals.counts
-            for index, amount in enumerate(added):
-                counts[index] += amount
-            totals.cost += cost
-            if slot_of_latency is not None and latency is not None:
-                totals.latency += latency
-                totals.histogram[slot_of_latency] += 1
+        if latency is not None:
+            totals.latency += latency
+            totals.histogram[bisect_left(LATENCY_BOUNDS_MS, latency)] += 1
 
     def params(self) -> dict[str, list[dict[str, Any]]]:
         """Rows for each table's upsert."""
-        return {table: _params(ROLLUP_SHAPES[table][1], store.items()) for table, store in self._tables.items()}
+        out = {}
+        for table, (size, dims) in ROLLUP_SHAPES.items():
+            if table == "usage_hourly":
+                out[table] = _params(dims, self._hourly.items())
+                continue
+            store: dict[tuple[Any, ...], _Totals] = {}
+            for (hour, key_id, model, upstream), hourly in self._hourly.items():
+                values = {"key_id": key_id, "model": model, "upstream": upstream}
+                slot = (hour * HOUR // size, *(values[dim] for dim in dims))
+                totals = store.get(slot)
+                if totals is None:
+                    totals = store[slot] = _Totals()
+                totals.absorb(hourly)
+            out[table] = _params(dims, store.items())
+        return out
 
 
 def _params(dims: tuple[str, ...], items: Iterable[tuple[tuple[Any, ...], _Totals]]) -> list[dict[str, Any]]:
