@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.proxy._exchange import Exchange, Reply, new_request_id
+from app.proxy._h1 import H1Transport
 from app.proxy._relay import Relay, RetryBudget
 from app.proxy._request import parse_request
 from app.proxy._service import ProxyService, cost_usd
@@ -21,6 +22,7 @@ __all__ = [
     "AiohttpTransport",
     "ConnectFailed",
     "Exchange",
+    "H1Transport",
     "MockResponse",
     "MockTransport",
     "ProxyService",
