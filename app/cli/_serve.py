@@ -203,9 +203,10 @@ def run_server(config: Settings, as_json: bool = False) -> None:
         uvicorn.run("app.server:create_app_from_env", factory=True, workers=config.workers,
                     http="app._http:GatewayProtocol", env_file=None, **uvicorn_options(config))
         return
-    from app.server import _DeniedUpgradeFilter, create_app
+    from app._logs import configure as configure_logs
+    from app.server import _DeniedUpgradeFilter, create_app, serving
 
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logs(config.log_level)
     logging.getLogger("uvicorn.error").addFilter(_DeniedUpgradeFilter())
-    uvicorn.run(create_app(config), http=protocol_for(config.head_timeout, config.max_connections),
+    uvicorn.run(serving(create_app(config)), http=protocol_for(config.head_timeout, config.max_connections),
                 **uvicorn_options(config))

@@ -27,7 +27,7 @@ from app.routes._asgi import (
 )
 from app.routes._responses import response_endpoint, websocket_or_426
 
-__all__ = ["RELAY_ROUTES"]
+__all__ = ["HOT_PATHS", "RELAY_ROUTES"]
 
 log = logging.getLogger("poolgate.routes")
 
@@ -121,3 +121,21 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 RELAY_ROUTES: list[Any] = [chat_completions, embeddings, responses]
+
+
+async def _post_responses(scope: Scope, receive: Receive, send: Send) -> None:
+    await relay(scope, receive, send, "responses")
+
+
+async def _post_chat(scope: Scope, receive: Receive, send: Send) -> None:
+    await relay(scope, receive, send, "chat_completions")
+
+
+async def _post_embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    await relay(scope, receive, send, "embeddings")
+
+
+HOT_PATHS = {"/v1/chat/completions": _post_chat, "/v1/responses": _post_responses,
+             "/v1/embeddings": _post_embeddings}
+"""The relayed POSTs, which carry almost all of the traffic, as plain ASGI callables: the server hands them
+their requests before the framework's middleware and router (see ``server.serving``)."""

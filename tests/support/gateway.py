@@ -22,7 +22,7 @@ from litestar import Litestar
 from app.fake_upstream import FakeUpstream
 from app.pool import UpstreamStore, parse_routes
 from app.proxy import Transport
-from app.server import Clock, create_app
+from app.server import Clock, create_app, serving
 from app.settings import Settings
 from keys import KeyRecord, KeyStore, Policy
 from tests.support import free_port, wait_for
@@ -44,8 +44,8 @@ class InProcess:
     _sdk: list[openai.AsyncOpenAI] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=self.app), base_url="http://poolgate",
-                                         timeout=30)
+        self.client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=serving(self.app)),
+                                         base_url="http://poolgate", timeout=30)
 
     @property
     def state(self) -> Any:
@@ -58,7 +58,7 @@ class InProcess:
         """The real ``openai`` SDK as a client of this app (no retries unless asked)."""
         options.setdefault("max_retries", 0)
         client = openai.AsyncOpenAI(base_url="http://poolgate/v1", api_key=self.keys.get(key, key),
-                                    http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=self.app)),
+                                    http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=serving(self.app))),
                                     **options)
         self._sdk.append(client)
         return client
@@ -153,7 +153,8 @@ class LiveServer:
 
         from app._http import protocol_for
 
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", log_level="warning",
+        config = uvicorn.Config(serving(self.app), host="127.0.0.1", port=self.port, loop="asyncio",
+                                log_level="warning",
                                 access_log=False, lifespan="on", timeout_keep_alive=self.settings.keepalive_timeout,
                                 ws_max_size=self.settings.max_body_bytes,
                                 http=protocol_for(self.settings.head_timeout, self.settings.max_connections))
