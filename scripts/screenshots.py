@@ -28,7 +28,7 @@ PAGES = (("overview", "/admin/?range=7d"), ("keys", "/admin/keys"), ("usage", "/
 
 
 async def prepare(settings: Settings, fakes: list[FakeUpstreamThread]) -> tuple[str, str]:
-    sample = await fill(settings, keys=42, rows=60_000, days=30)
+    sample = await fill(settings, keys=18, rows=60_000, days=30)
     engine = create_engine(settings)
     store = UpstreamStore(engine, Vault.from_settings(settings))
     for number, fake in enumerate(fakes, 1):
