@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import Integer, Table, and_, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -83,13 +85,13 @@ def _when(value: float | None) -> datetime | None:
 _COLUMNS = ("request_id", "key_id", "upstream", "model", "endpoint", "stream", "status", "http_status",
             "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttfb_ms",
             "error", "instance")
-_INSERT = {
-    # Column names are this module's constants; every value is a bound parameter.
-    "qmark": f"INSERT INTO usage ({', '.join(_COLUMNS)}, started_at, finished_at) "  # noqa: S608
-             f"VALUES ({', '.join('?' for _ in range(len(_COLUMNS) + 2))})",
-    "numeric_dollar": f"INSERT INTO usage ({', '.join(_COLUMNS)}, started_at, finished_at) "  # noqa: S608
-                      f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 3))})",
-}
+_NAMES = ", ".join((*_COLUMNS, "started_at", "finished_at"))
+# Column names are this module's constants; every value is a bound parameter.
+_INSERT_POSTGRES = (f"INSERT INTO usage ({_NAMES}) "  # noqa: S608
+                    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 3))})")
+_INSERT_SQLITE = (f"INSERT INTO usage ({_NAMES}) SELECT "  # noqa: S608
+                  + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS) + 2))
+                  + " FROM json_each(?)")
 
 
 _SECOND: list[Any] = [-1, ""]
@@ -107,17 +109,56 @@ def _sqlite_moment(value: float | None) -> str | None:
 
 
 async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """One prepared executemany on the driver: the rows as tuples, moments as the column stores them
-    (no per-row statement compilation or type processing; a tenth of the cost of the Core insert)."""
+    """The batch's new rows in one statement, without per-row statement compilation or type processing.
+
+    On SQLite the rows go as one JSON array that SQLite itself unpacks (``json_each``): the writer
+    thread binds one value and runs one statement with the GIL released. An ``executemany`` would take
+    the GIL back for every row, and under load, with the event loop holding it, each of those waits
+    cost up to the interpreter's switch interval: the writer fell behind at a few thousand rows a
+    second and the queue grew without bound. On PostgreSQL, asyncpg's prepared ``executemany``.
+    """
     style = conn.dialect.paramstyle
-    sql = _INSERT.get(style)
-    if sql is None:  # another driver: the portable way
+    if style == "qmark" and _JSON_SQLITE:
+        batch = msgspec.json.encode([
+            (*(row.get(c) for c in _COLUMNS), _sqlite_moment(row["started_at"]),
+             _sqlite_moment(row.get("finished_at"))) for row in rows])
+        await conn.exec_driver_sql(_INSERT_SQLITE, (batch.decode(),))
+    elif style == "numeric_dollar":
+        await conn.exec_driver_sql(_INSERT_POSTGRES, [
+            (*(row.get(c) for c in _COLUMNS), _when(row["started_at"]), _when(row.get("finished_at")))
+            for row in rows])
+    else:  # another driver: the portable way
         await conn.execute(USAGE.insert(), [_db_row(row) for row in rows])
+
+
+_JSON_SQLITE = sqlite3.sqlite_version_info >= (3, 38)  # JSON functions built in; older: executemany
+
+
+async def _finish(conn: AsyncConnection, updates: dict[str, dict[str, Any]]) -> None:
+    """Rows written as ``started`` in an earlier batch, finished: one statement on SQLite (as ``_insert``
+    says why), an ``executemany`` elsewhere."""
+    columns = sorted({k for row in updates.values() for k in row if k in _STARTED})
+    if conn.dialect.paramstyle == "qmark" and _JSON_SQLITE:
+        sets = ", ".join(f"{c} = json_extract(j.value, '$[{i}]')" for i, c in enumerate(columns, 1))
+        batch = []
+        for rid, values in updates.items():
+            fitted = _fit({c: values.get(c) for c in columns})
+            if "finished_at" in fitted:
+                fitted["finished_at"] = _sqlite_moment(values.get("finished_at"))
+            batch.append((rid, *(fitted[c] for c in columns)))
+        await conn.exec_driver_sql(  # column names are this module's constants
+            f"UPDATE usage SET {sets} FROM json_each(?) AS j "  # noqa: S608
+            "WHERE usage.request_id = json_extract(j.value, '$[0]')", (msgspec.json.encode(batch).decode(),))
         return
-    moment = _sqlite_moment if style == "qmark" else _when
-    params = [(*(row.get(c) for c in _COLUMNS), moment(row["started_at"]), moment(row.get("finished_at")))
-              for row in rows]
-    await conn.exec_driver_sql(sql, params)
+    statement = update(USAGE).where(USAGE.c.request_id == bindparam("rid")).values(
+        {c: bindparam(c) for c in columns})
+    params = []
+    for rid, values in updates.items():
+        fitted = _fit({c: values.get(c) for c in columns})
+        if "finished_at" in fitted:
+            fitted["finished_at"] = _when(values.get("finished_at"))
+        params.append({"rid": rid, **fitted})
+    await conn.execute(statement, params)
 
 
 def _db_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -244,16 +285,7 @@ class UsageRecorder:
         if kept:
             await _insert(conn, kept)
         if updates:
-            columns = sorted({k for row in updates.values() for k in row if k in _STARTED})
-            statement = update(USAGE).where(USAGE.c.request_id == bindparam("rid")).values(
-                {c: bindparam(c) for c in columns})
-            params = []
-            for rid, values in updates.items():
-                fitted = _fit({c: values.get(c) for c in columns})
-                if "finished_at" in fitted:
-                    fitted["finished_at"] = _when(values.get("finished_at"))
-                params.append({"rid": rid, **fitted})
-            await conn.execute(statement, params)
+            await _finish(conn, updates)
         if rollups:
             for table, rows in rollups.params().items():
                 await conn.execute(text(UPSERTS[table]), rows)
