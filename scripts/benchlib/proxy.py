@@ -17,10 +17,12 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ BEFORE = {"added_p50": 0.80, "cpu_us": 727, "rps": 1421, "rss_start": 129, "rss_
 """The same measures on the code before this round of work (issue filed from main at f02b289)."""
 GOALS = {"cpu_us": 350, "rps": 2800, "added_p50": 0.4, "added_p99": 1.5, "ttfc_p99": 2.0, "rss_start": 100}
 LITELLM = ROOT / ".cache" / "litellm"
+METRICS_TOKEN = "bench-metrics-token"
 LITELLM_KEY = "sk-bench-" + "0123456789abcdef" * 2
 CONNECTIONS = 32
 
@@ -137,6 +140,21 @@ def _wrk_post(url: str, token: str | None, *, connections: int, seconds: int, tm
     return wrk(url, connections=connections, seconds=seconds, script=str(script), timeout=10)
 
 
+def _relayed(base_url: str) -> int:
+    """Requests poolgate counted (its metrics), to hold the usage rows written against."""
+    request = urllib.request.Request(f"{base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("poolgate_requests_total{"))
+
+
+def _usage_rows(settings: Settings) -> int:
+    """Usage rows in the database after the server stopped (a clean stop writes every queued row)."""
+    with sqlite3.connect(settings.data_dir / "poolgate.db") as db:
+        return int(db.execute("SELECT count(*) FROM usage").fetchone()[0])
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -179,7 +197,8 @@ def main(*, quick: bool, write: bool) -> int:
         add_upstreams(settings, [
             {"name": "mock", "base_url": f"http://127.0.0.1:{mock_port}/v1", "models": "gpt-5"},
             {"name": "streams", "base_url": f"http://127.0.0.1:{fake_port}/v1", "models": "gpt-5-mini"}])
-        server = ServerProcess(settings, env={"POOLGATE_LOG_LEVEL": "info"}).start()
+        server = ServerProcess(settings, env={"POOLGATE_LOG_LEVEL": "info",
+                                              "POOLGATE_METRICS_TOKEN": METRICS_TOKEN}).start()
         assert server.process is not None
         pid = server.process.pid
         litellm, why_not = start_litellm(tmp, litellm_port, mock_port)
@@ -222,6 +241,7 @@ def main(*, quick: bool, write: bool) -> int:
                 requests += int(step.requests_per_second * min(30, soak))
                 samples.append(_rss_mb(pid))
             r["soak"] = {"seconds": soak, "requests": requests, "rss": samples}
+            r["relayed"] = _relayed(server.base_url)
         finally:
             server.stop()
             fake.terminate()
@@ -230,6 +250,7 @@ def main(*, quick: bool, write: bool) -> int:
             if litellm is not None:
                 litellm.terminate()
                 litellm.wait()
+    r["rows"] = _usage_rows(settings)
     table = _report(r, seconds)
     print(table)
     if write and not quick:
@@ -272,9 +293,10 @@ completion, so the upstream costs next to nothing and the column "direct" is the
 | added p50 / p99 at 1 connection | {BEFORE["added_p50"]:.2f} ms / - | {gate_p50:.2f} / {gate_p99:.2f} ms | {GOALS["added_p50"]} / {GOALS["added_p99"]} ms |
 | CPU per relayed request (user + system, at {CONNECTIONS} connections) | {BEFORE["cpu_us"]} us | {r["cpu_us"]:.0f} us | <= {GOALS["cpu_us"]} us |
 | requests per second at {CONNECTIONS} connections | {BEFORE["rps"]:,} | {load["poolgate"].requests_per_second:,.0f} (p99 {load["poolgate"].p99_ms:.1f} ms) | >= {GOALS["rps"]:,} at p99 <= 50 ms |
-| streams: added time to first chunk, p99 | - | {ttfc_added:.2f} ms (p50 {percentile(ttfc_gate, 50) - percentile(ttfc_direct, 50):.2f}) | <= {GOALS["ttfc_p99"]} ms |
+| streams: added time to first chunk, p99 | - | {ttfc_added:.2f} ms (p99 {percentile(ttfc_direct, 99):.2f} direct, {percentile(ttfc_gate, 99):.2f} ms through poolgate; p50 added {percentile(ttfc_gate, 50) - percentile(ttfc_direct, 50):.2f} ms) | <= {GOALS["ttfc_p99"]} ms |
 | RSS at start | {BEFORE["rss_start"]} MB | {r["rss_start"]:.0f} MB | <= {GOALS["rss_start"]} MB |
 | RSS after load, and over a {soak["seconds"]} s soak ({soak["requests"]:,} requests) | {BEFORE["rss_after"]} MB | {r["rss_after_load"]:.0f} MB; {min(rss):.0f}-{max(rss):.0f} MB ({drift:.1f}% apart) | flat within 10% |
+| usage rows written, of the requests poolgate counted | - | {r["rows"]:,} of {r["relayed"]:,} | all |
 
 The same run, side by side:
 
