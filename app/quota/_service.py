@@ -23,16 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from limits.aio.storage import Storage
-from limits.errors import ConfigurationError
-from limits.storage import storage_from_string
-
 from app._redis import RedisAddress, RedisLink, plain_redis_url
 from app.errors import RateLimitError, ServiceUnavailableError
 from app.quota._budget import BudgetBook, period_bounds
 from app.quota._headers import format_reset
 from app.quota._inflight import InFlight, LocalInflight, SharedInflight
-from app.quota._windows import LimitsWindows, MemoryWindows, QuotaStoreUnavailable, RedisWindows, Window, Windows
+from app.quota._windows import MemoryWindows, QuotaStoreUnavailable, RedisWindows, Window, Windows
 from app.settings import SettingsError
 from keys import KeyRecord
 
@@ -71,19 +67,11 @@ class QuotaService:
         elif plain_redis_url(url) is not None:
             self.windows, self.in_flight = RedisWindows(url), SharedInflight(url)
         else:  # Sentinel and Cluster: the limits library's storage; requests in flight per process
-            self.windows, self.in_flight = LimitsWindows(self._storage(url)), LocalInflight()
+            from app.quota._limits import LimitsWindows, limits_storage
+
+            self.windows, self.in_flight = LimitsWindows(limits_storage(url)), LocalInflight()
             log.warning("with %s limits, --max-concurrency counts per process", url.split("://", 1)[0])
         self.budgets = BudgetBook()
-
-    @staticmethod
-    def _storage(url: str) -> Storage:
-        try:
-            storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
-        except ConfigurationError as exc:
-            raise SettingsError(f"POOLGATE_LIMITS_URL: {exc}") from None
-        if not isinstance(storage, Storage):
-            raise SettingsError("POOLGATE_LIMITS_URL: not an async limits storage")
-        return storage
 
     @classmethod
     def check_url(cls, url: str) -> None:
@@ -91,7 +79,9 @@ class QuotaService:
         if url.startswith("memory://"):
             return
         if plain_redis_url(url) is None:
-            cls._storage(url)
+            from app.quota._limits import limits_storage
+
+            limits_storage(url)
             return
         try:
             RedisAddress(url)
@@ -110,7 +100,9 @@ class QuotaService:
                     finally:
                         await link.close()
                 else:
-                    alive = await cls._storage(url).check()
+                    from app.quota._limits import limits_storage
+
+                    alive = await limits_storage(url).check()
         except Exception as exc:
             alive, reason = False, f"{exc.__class__.__name__}: {exc}"
         else:

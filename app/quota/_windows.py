@@ -16,18 +16,11 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
 from typing import NamedTuple, Protocol
-
-from coredis.exceptions import ConnectionError as RedisConnectionError
-from coredis.exceptions import TimeoutError as RedisTimeoutError
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio.storage import Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from app._redis import RedisLink, RedisUnavailable, Script
 
-__all__ = ["LimitsWindows", "MemoryWindows", "QuotaStoreUnavailable", "RedisWindows", "Window", "Windows"]
+__all__ = ["MemoryWindows", "QuotaStoreUnavailable", "RedisWindows", "Window", "Windows"]
 
 STORE_TIMEOUT = 1.0  # seconds for one quota step in Redis before the store counts as away
 
@@ -179,56 +172,6 @@ def _until_whole(period: int, into: float, current: int, previous: int) -> float
     if previous >= 1:
         return max(0.0, period * (1 - 1 / previous) - into)
     return 0.0
-
-
-@lru_cache(maxsize=4096)
-def _item(amount: int, period: int, namespace: str) -> RateLimitItem:
-    cls = RateLimitItemPerMinute if period == 60 else RateLimitItemPerDay
-    return cls(amount, namespace=namespace)
-
-
-class LimitsWindows:
-    """The same counters in a ``limits`` storage (Redis): shared by every replica."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._limiter = SlidingWindowCounterRateLimiter(storage)
-        self.atomic = False
-
-    async def take(self, name: str, limit: int, period: int, cost: int = 1, *, test: bool = False,
-                   force: bool = False) -> Window:
-        try:
-            async with asyncio.timeout(STORE_TIMEOUT):
-                return await self._take(name, limit, period, cost, test=test, force=force)
-        except (TimeoutError, OSError, RedisConnectionError, RedisTimeoutError) as exc:
-            raise QuotaStoreUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
-
-    async def take_all(self, name: str, windows: list[tuple[int, int]], cost: int,
-                       force: bool = False) -> list[Window]:
-        """Every window is tested first, then taken; one filled by another replica in between
-        gives back what the earlier windows took."""
-        if not force:
-            tests = [await self.take(name, limit, period, cost, test=True) for limit, period in windows]
-            if not all(window.allowed for window in tests):
-                return tests
-        return await _take_in_turn(self.take, name, windows, cost, force)
-
-    async def _take(self, name: str, limit: int, period: int, cost: int, *, test: bool, force: bool) -> Window:
-        namespace, _, ident = name.partition(":")
-        item = _item(limit, period, namespace)
-        limiter = self._limiter
-        if test:
-            fits = await limiter.test(item, ident, cost=cost)
-        else:
-            fits = await limiter.hit(item, ident, cost=cost)
-            if not fits and force:  # settling an overrun: record what was used even past the limit
-                await limiter.hit(item, ident, cost=min(cost, limit))
-        stats = await limiter.get_window_stats(item, ident)
-        reset = max(0.0, stats.reset_time - time.time())
-        return Window(fits, limit, stats.remaining, reset, reset)
-
-    async def close(self) -> None:
-        return None
 
 
 _TAKE = Script("""
