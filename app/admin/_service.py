@@ -151,11 +151,11 @@ async def probe_models(base_url: str, headers: Mapping[str, str], wait: float) -
     """GET ``{base_url}/models``: the latency and the models an upstream reports (``upstreams test``)."""
     import msgspec
 
-    from app.proxy import AiohttpTransport, TransportError
+    from app.proxy import H1Transport, TransportError
 
     started = time.perf_counter()
     try:
-        status, body = await AiohttpTransport.get_once(base_url + "/models", headers, wait)
+        status, body = await H1Transport.get_once(base_url + "/models", headers, wait)
     except TransportError as exc:
         return {"ok": False, "status": None, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
                 "models": [], "error": str(exc)}

@@ -8,7 +8,6 @@ from app.proxy._relay import Relay, RetryBudget
 from app.proxy._request import parse_request
 from app.proxy._service import ProxyService, cost_usd
 from app.proxy._transport import (
-    AiohttpTransport,
     ConnectFailed,
     MockResponse,
     MockTransport,
@@ -19,7 +18,6 @@ from app.proxy._transport import (
 from app.proxy._usage import Usage
 
 __all__ = [
-    "AiohttpTransport",
     "ConnectFailed",
     "Exchange",
     "H1Transport",

@@ -2,7 +2,8 @@
 
 The relay sends one kind of request (a POST or GET with a body it already holds, to a base URL it
 knows) and reads the answer whole or as it streams. A general client does much more per request:
-aiohttp spent about a third of a relayed request's CPU. Here a request is one ``write`` of a head
+aiohttp took a fair share of a relayed request's CPU (swapping it for this client cut the total by about 30%,
+750 to 520 us, in one measurement). Here a request is one ``write`` of a head
 built from a template made once per upstream, and the answer's bytes go from the socket through the
 parser into a buffer the relay reads: no per-request objects beyond the answer itself.
 
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from app._types import Body
-from app.proxy._transport import ConnectFailed, ReadFailed, UpstreamResponse
+from app.proxy._transport import ConnectFailed, ReadFailed, UpstreamResponse, UpstreamTimedOut
 from app.settings import Settings
 
 __all__ = ["H1Transport"]
@@ -368,6 +369,22 @@ class H1Transport:
             if slots is not None:
                 slots.release()
             raise
+
+    @staticmethod
+    async def get_once(url: str, headers: Mapping[str, str], wait: float) -> tuple[int, bytes]:
+        """A one-off GET (``upstreams test``), outside the pools: the status and the whole body."""
+        transport = H1Transport(Settings(connect_timeout=wait, total_timeout=wait))
+        try:
+            async with asyncio.timeout(wait):
+                answer = await transport.send("probe", 0, url, headers, b"", method="GET")
+                try:
+                    return answer.status, await answer.read()
+                finally:
+                    answer.close()
+        except TimeoutError:
+            raise UpstreamTimedOut("upstream: no answer in time") from None
+        finally:
+            await transport.close()
 
     async def prune(self, live: Iterable[str]) -> None:
         keep = set(live)

@@ -1,27 +1,20 @@
-"""The upstream HTTP client: pooled connections per upstream, and the one place its errors are mapped.
+"""What the relay asks of an upstream client: the ``Transport`` protocol, the answer it gives, and its errors.
 
-Everything above this module sees :class:`UpstreamResponse` and three exceptions
-(:class:`ConnectFailed`, :class:`ReadFailed`, :class:`UpstreamTimedOut`); nothing above it
-imports aiohttp. :class:`MockTransport` answers from a function instead, so the relay's retry
-logic can be tested without sockets (as httpx's ``MockTransport`` does).
+Everything above the client sees :class:`UpstreamResponse` and three exceptions
+(:class:`ConnectFailed`, :class:`ReadFailed`, :class:`UpstreamTimedOut`). The client in service is
+``app.proxy._h1.H1Transport``; :class:`MockTransport` answers from a function instead, so the relay's
+retry logic can be tested without sockets (as httpx's ``MockTransport`` does).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError
-
 from app._types import Body
-from app.settings import Settings
 
 __all__ = [
-    "AiohttpTransport",
     "ConnectFailed",
     "MockResponse",
     "MockTransport",
@@ -82,126 +75,6 @@ class Transport(Protocol):
     async def prune(self, live: Iterable[str]) -> None: ...
 
     async def close(self) -> None: ...
-
-
-@contextlib.contextmanager
-def map_errors(what: str) -> Iterator[None]:
-    """aiohttp's exceptions as this module's, in exactly one place (as httpx's map_httpcore_exceptions)."""
-    try:
-        yield
-    except TimeoutError:
-        raise UpstreamTimedOut(f"{what}: no answer in time") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectFailed(f"{what}: cannot connect ({exc.__class__.__name__})") from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise ConnectFailed(f"{what}: connection lost ({exc.__class__.__name__})") from None
-    except (aiohttp.ClientError, HttpProcessingError, ValueError) as exc:
-        # ValueError: aiohttp refuses some malformed answers (a bad header) with it.
-        raise ConnectFailed(f"{what}: unusable answer ({exc.__class__.__name__})") from None
-
-
-class _AiohttpResponse:
-    __slots__ = ("_response", "headers", "status")
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status = response.status
-        self.headers: Mapping[str, str] = response.headers
-
-    async def read(self) -> bytes:
-        try:
-            return await self._response.read()
-        except (aiohttp.ClientError, HttpProcessingError) as exc:
-            raise ReadFailed(f"the connection broke mid-answer ({exc.__class__.__name__})") from None
-
-    async def chunk(self) -> bytes:
-        content = self._response.content
-        try:
-            return await content.readany()
-        except (aiohttp.ClientError, HttpProcessingError) as exc:
-            raise ReadFailed(f"the connection broke mid-stream ({exc.__class__.__name__})",
-                             _buffered(content)) from None
-
-    def release(self) -> None:
-        if self._response.content.is_eof():
-            self._response.release()
-        else:
-            self._response.close()
-
-    def close(self) -> None:
-        self._response.close()
-
-
-def _buffered(content: aiohttp.StreamReader) -> bytes:
-    """What aiohttp received before a connection failure.
-
-    aiohttp's public readers raise as soon as a failure is recorded, even with whole events still
-    buffered (they arrive in the same loop turn as the close), and it offers no public way to read
-    them. This is the one read of its private buffer; tests/unit/test_proxy/test_transport.py pins
-    the behaviour, so an aiohttp that changes it fails there, not in production.
-    """
-    return b"".join(getattr(content, "_buffer", ()))
-
-
-class AiohttpTransport:
-    """One pooled aiohttp session per upstream and revision: an edit (say, of its concurrency) gets a
-    fresh pool, and requests still on the old one finish first."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._sessions: dict[str, tuple[int, aiohttp.ClientSession]] = {}
-        # No sock_read: it would also cap the wait for headers. The relay bounds the first byte and
-        # each gap of a stream itself.
-        self._timeout = aiohttp.ClientTimeout(total=settings.total_timeout, connect=settings.connect_timeout)
-        self._pending: set[asyncio.Task[None]] = set()
-
-    def _session(self, upstream_id: str, revision: int, max_connections: int | None) -> aiohttp.ClientSession:
-        held = self._sessions.get(upstream_id)
-        if held is not None and held[0] == revision and not held[1].closed:
-            return held[1]
-        if held is not None:
-            self._close_later(held[1])
-        connector = aiohttp.TCPConnector(limit=max_connections or 0, keepalive_timeout=60, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # an upstream's cookies must never pass from one user to another
-            headers={"accept-encoding": "identity"},  # bodies pass through as they are: never compressed ones
-        )
-        self._sessions[upstream_id] = (revision, session)
-        return session
-
-    def _close_later(self, session: aiohttp.ClientSession) -> None:
-        task = asyncio.get_running_loop().create_task(session.close())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def send(self, upstream_id: str, revision: int, url: str, headers: Mapping[str, str], body: Body,
-                   *, method: str = "POST", max_connections: int | None = None) -> UpstreamResponse:
-        session = self._session(upstream_id, revision, max_connections)
-        with map_errors("upstream"):
-            response = await session.request(method, url, data=body or None, headers=headers, allow_redirects=False)
-        return _AiohttpResponse(response)
-
-    @staticmethod
-    async def get_once(url: str, headers: Mapping[str, str], wait: float) -> tuple[int, bytes]:
-        """A one-off GET (``upstreams test``), outside the pools."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait),
-                                         cookie_jar=aiohttp.DummyCookieJar()) as session:
-            with map_errors("upstream"):
-                async with session.get(url, headers=headers, allow_redirects=False) as response:
-                    return response.status, await response.read()
-
-    async def prune(self, live: Iterable[str]) -> None:
-        """Close the connections of upstreams that left the pool."""
-        keep = set(live)
-        for upstream_id in [i for i in self._sessions if i not in keep]:
-            await self._sessions.pop(upstream_id)[1].close()
-
-    async def close(self) -> None:
-        for _, session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=5)
 
 
 # -- a transport for tests ------------------------------------------------------------------------
