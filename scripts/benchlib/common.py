@@ -96,6 +96,24 @@ def port_open(port: int) -> bool:
         return False
 
 
+def nginx_conf(tmp: Path, blocks: str) -> str:
+    """A one-worker nginx configuration that keeps every file in ``tmp``, with ``blocks`` in its http block."""
+    return f"""worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  fastcgi_temp_path {tmp}/nginx-fastcgi;
+  uwsgi_temp_path {tmp}/nginx-uwsgi;
+  scgi_temp_path {tmp}/nginx-scgi;
+{blocks}}}
+"""
+
+
 def start_nginx(tmp: Path, sites: dict[int, list[int]], *, keepalive: int) -> subprocess.Popen[bytes] | None:
     """One nginx worker; each listening port balances over its own backends, with keep-alive.
     None when nginx is not installed."""
@@ -111,20 +129,7 @@ def start_nginx(tmp: Path, sites: dict[int, list[int]], *, keepalive: int) -> su
         for port, backends in sites.items()
     )
     conf = tmp / "nginx.conf"
-    conf.write_text(f"""worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/nginx-body;
-  proxy_temp_path {tmp}/nginx-proxy;
-  fastcgi_temp_path {tmp}/nginx-fastcgi;
-  uwsgi_temp_path {tmp}/nginx-uwsgi;
-  scgi_temp_path {tmp}/nginx-scgi;
-{blocks}}}
-""")
+    conf.write_text(nginx_conf(tmp, blocks))
     proc = subprocess.Popen([binary, "-c", str(conf), "-e", str(tmp / "nginx-error.log")])
     for port in sites:
         wait_for(lambda port=port: port_open(port), timeout=10, what="nginx")

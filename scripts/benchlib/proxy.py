@@ -31,7 +31,7 @@ import aiohttp
 from app._db import upgrade
 from app.settings import Settings
 from keys import Policy, Quotas
-from scripts.benchlib.common import ROOT, WrkResult, percentile, port_open, write_section, wrk
+from scripts.benchlib.common import ROOT, WrkResult, nginx_conf, percentile, port_open, write_section, wrk
 from tests.support import ServerProcess, add_upstreams, create_key, free_port, wait_for
 
 CHAT = {"model": "gpt-5", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
@@ -65,27 +65,14 @@ def start_mock(tmp: Path, mock_port: int, pass_port: int) -> subprocess.Popen[by
     if not Path(binary).exists():
         raise SystemExit("nginx is needed for the mock upstream: apt-get install nginx-light")
     body = ANSWER.replace("\\", "\\\\").replace("'", "\\'")
-    (tmp / "nginx.conf").write_text(f"""worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/nginx-body;
-  proxy_temp_path {tmp}/nginx-proxy;
-  fastcgi_temp_path {tmp}/nginx-fastcgi;
-  uwsgi_temp_path {tmp}/nginx-uwsgi;
-  scgi_temp_path {tmp}/nginx-scgi;
-  keepalive_requests 1000000;
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp, f"""  keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{mock_port};
     location / {{ default_type application/json; client_body_buffer_size 64k; return 200 '{body}'; }} }}
   upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 256; }}
   server {{ listen 127.0.0.1:{pass_port};
     location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffering off; }} }}
-}}
-""")
+"""))
     proc = subprocess.Popen([binary, "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx-error.log")])
     for port in (mock_port, pass_port):
         wait_for(lambda port=port: port_open(port), timeout=10, what="nginx")
