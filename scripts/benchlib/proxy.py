@@ -237,7 +237,7 @@ def main(*, quick: bool, write: bool) -> int:
             if litellm is not None:
                 litellm.terminate()
                 litellm.wait()
-    r["rows"] = _usage_rows(settings)
+        r["rows"] = _usage_rows(settings)  # the server has stopped: every queued row is written
     table = _report(r, seconds)
     print(table)
     if write and not quick:
