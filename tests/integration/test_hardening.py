@@ -162,6 +162,23 @@ async def test_every_answer_carries_a_request_id(make_gateway: Any) -> None:
     assert unavailable.headers["x-request-id"].startswith("req_")
 
 
+async def test_a_bug_on_the_relay_path_is_a_500_envelope_with_a_request_id(make_gateway: Any,
+                                                                             caplog: Any) -> None:
+    gateway = await make_gateway(upstreams={"acct-1": {}}, keys={"alice": Policy(allowed_models=("gpt-5",))})
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    gateway.state.proxy.handle = broken  # the relayed POSTs skip the framework's own error handling
+    caplog.set_level(logging.ERROR)
+    answer = await gateway.client.post("/v1/chat/completions", json={"model": "gpt-5", "messages": CHAT},
+                                       headers=gateway.auth())
+    assert answer.status_code == 500
+    assert answer.json()["error"]["type"] == "server_error" and "a bug" not in answer.text
+    assert answer.headers["x-request-id"].startswith("req_")
+    assert "unhandled error on POST /v1/chat/completions" in caplog.text
+
+
 # -- bad input --------------------------------------------------------------------------------------------
 
 
