@@ -1,9 +1,9 @@
 """Usage rows written in batches by one background task: the request path only appends to a dict.
 
 Each request is queued as ``started`` before its upstream call and finished after it; a flush
-(every 200 ms, and on shutdown) writes what is queued in one transaction, with the hourly and
-daily totals it adds to, so a request that started and ended between two flushes is a single
-insert and two small upserts. Every process heartbeats in ``instances``; rows still ``started``
+(every 25 ms while there is something to write, and on shutdown) writes what is queued in one
+transaction, with the totals it adds to, so a request that started and ended between two flushes
+is a single insert. Every process heartbeats in ``instances``; rows still ``started``
 from a process that fell silent (a crash, a ``kill -9``) are marked ``interrupted`` by whichever
 process notices.
 
@@ -48,6 +48,10 @@ _STARTED: dict[str, Any] = {
 }
 _FINISH = tuple(k for k in _STARTED if k != "finished_at")
 HEARTBEAT_EVERY = 3.0
+# Small batches often, not large ones seldom: preparing a batch runs on the event loop (about 4 us a row),
+# and a request that arrives meanwhile waits for it. At 200 ms a flush under load held requests up to
+# 2.4 ms (the p99 at one connection); at 25 ms, 1.3 ms, for the same CPU per request.
+FLUSH_EVERY = 0.025
 ORPHAN_SCAN_EVERY = 60.0
 _CHUNK = 400  # ids per IN (...) list: well under any database's limit on bound parameters
 _SLICE = 128  # rows prepared between two turns of the event loop (about half a millisecond)
@@ -175,7 +179,7 @@ def _db_row(row: dict[str, Any]) -> dict[str, Any]:
 
 class UsageRecorder:
     def __init__(self, engine: AsyncEngine, *, data_dir: Path | None = None, queue_limit: int = 20_000,
-                 interval: float = 0.2, on_spill: Callable[[int], None] | None = None) -> None:
+                 interval: float = FLUSH_EVERY, on_spill: Callable[[int], None] | None = None) -> None:
         self.engine = engine
         self.interval = interval
         self.queue_limit = queue_limit
