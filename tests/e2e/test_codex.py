@@ -181,7 +181,9 @@ def test_codex_runs_its_turns_over_the_websocket(make_gateway, tmp_path, builtin
                     provider={"supports_websockets": True}, builtin=builtin)
     assert run.code == 0, run.explain()
     assert run.messages == [ANSWER]
-    log = gateway.server.log()
+    # The access line is written as the turn's accounting ends, which may be just after codex exits.
+    log = wait_for(lambda: gateway.server.log() if "transport=" in gateway.server.log() else None,
+                   what="the access log line")
     assert "transport=ws" in log and "transport=http" not in log  # the turn went over the socket
     (received,) = gateway.fakes["acct-1"].requests  # bridged to the account over HTTP, as one whole request
     assert received.body["stream"] is True and "previous_response_id" not in received.body
@@ -194,7 +196,8 @@ def test_over_plain_http_the_access_log_says_so(make_gateway, codex) -> None:  #
     gateway = make_gateway(upstreams={"acct-1": {}}, keys={"alice": Policy(allowed_models=("gpt-5*",))})
     run = codex(gateway).run(model="gpt-5", provider=FAIL_FAST)
     assert run.code == 0 and run.messages == [ANSWER], run.explain()
-    log = gateway.server.log()
+    log = wait_for(lambda: gateway.server.log() if "transport=" in gateway.server.log() else None,
+                   what="the access log line")
     assert "transport=http" in log and "transport=ws" not in log
 
 

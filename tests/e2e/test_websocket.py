@@ -87,7 +87,8 @@ def test_a_warm_up_and_several_turns_on_one_socket(make_gateway: Any) -> None:
                              if r["status"] != "started"] if len(query(gateway.settings, "select id from usage")) == 3
                     else None, what="three usage rows")
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
-    assert gateway.server.log().count("transport=ws") == 3
+    wait_for(lambda: gateway.server.log().count("transport=ws") == 3, what="an access line per turn")
+    assert "transport=http" not in gateway.server.log()
 
 
 def test_refusals_and_failures_are_error_frames_codex_acts_on(make_gateway: Any) -> None:
