@@ -44,7 +44,7 @@ from app.settings import Settings, SettingsError
 from app.usage import UsageRecorder, spend_since
 from keys import KeyCache, KeyStore
 
-__all__ = ["Clock", "create_app", "create_app_from_env", "serving"]
+__all__ = ["Clock", "configure_logging", "create_app", "create_app_from_env", "serving"]
 
 log = logging.getLogger("poolgate")
 
@@ -310,6 +310,12 @@ class _Serving:
         await self.app(scope, receive, send)
 
 
+def configure_logging(level: str) -> None:
+    """Logging for a serving process: poolgate's format, and no line for upgrades refused on purpose."""
+    configure_logs(level)
+    logging.getLogger("uvicorn.error").addFilter(_DeniedUpgradeFilter())
+
+
 def serving(app: Litestar) -> Any:
     """The ASGI callable to give the server for ``app`` (see ``_Serving``)."""
     return _Serving(app)
@@ -318,6 +324,5 @@ def serving(app: Litestar) -> Any:
 def create_app_from_env() -> Any:
     """Factory for ``uvicorn --factory``: settings from the environment."""
     settings = Settings.from_env()
-    configure_logs(settings.log_level)
-    logging.getLogger("uvicorn.error").addFilter(_DeniedUpgradeFilter())
+    configure_logging(settings.log_level)
     return serving(create_app(settings))

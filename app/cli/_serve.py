@@ -187,7 +187,6 @@ def uvicorn_options(config: Settings) -> dict[str, Any]:
 def run_server(config: Settings, as_json: bool = False) -> None:
     """Serve until stopped. One worker runs the app built from ``config`` here; several run
     ``app.server:create_app_from_env`` in worker processes that read the same environment."""
-    import logging
 
     import uvicorn
 
@@ -203,10 +202,8 @@ def run_server(config: Settings, as_json: bool = False) -> None:
         uvicorn.run("app.server:create_app_from_env", factory=True, workers=config.workers,
                     http="app._http:GatewayProtocol", env_file=None, **uvicorn_options(config))
         return
-    from app._logs import configure as configure_logs
-    from app.server import _DeniedUpgradeFilter, create_app, serving
+    from app.server import configure_logging, create_app, serving
 
-    configure_logs(config.log_level)
-    logging.getLogger("uvicorn.error").addFilter(_DeniedUpgradeFilter())
+    configure_logging(config.log_level)
     uvicorn.run(serving(create_app(config)), http=protocol_for(config.head_timeout, config.max_connections),
                 **uvicorn_options(config))

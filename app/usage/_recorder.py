@@ -99,6 +99,7 @@ _INSERT_SQLITE = (f"INSERT INTO usage ({_NAMES}) SELECT "  # noqa: S608
                   + " FROM json_each(?)")
 
 
+_JSON_SQLITE = sqlite3.sqlite_version_info >= (3, 38)  # JSON functions built in; older: executemany
 _SECOND: list[Any] = [-1, ""]
 
 
@@ -137,9 +138,6 @@ async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
             for row in rows])
     else:  # another driver: the portable way
         await conn.execute(USAGE.insert(), [_db_row(row) for row in rows])
-
-
-_JSON_SQLITE = sqlite3.sqlite_version_info >= (3, 38)  # JSON functions built in; older: executemany
 
 
 async def _finish(conn: AsyncConnection, updates: dict[str, dict[str, Any]]) -> None:
